@@ -1,0 +1,17 @@
+//! gradus: train neural networks with first-order, second-order and search methods over one
+//! flat parameter vector.
+//!
+//! The modules are layered, and each imports only from those listed below it:
+//!
+//! - [`train`]: the training loop, run folders, checkpoints and observers;
+//! - [`methods`]: every training method behind one [`methods::Method`] trait;
+//! - [`krylov`]: matrix-free Krylov solvers over a linear-operator trait;
+//! - [`objective`]: a network, a loss and a batch as a function of the flat parameters;
+//! - [`nn`]: layers, losses, initialisation and the [`nn::Network`];
+//! - [`data`]: data sets, readers, splitting, scaling and batching;
+//! - [`tensor`]: scalars and the kernel interface with its CPU backend.
+
+pub mod error;
+pub mod tensor;
+
+pub use error::{Error, Result};

@@ -1,0 +1,185 @@
+//! CPU kernels: matrix products through the `gemm` crate, loops through rayon.
+
+use super::{Kernels, Scalar, Transpose};
+use rayon::prelude::*;
+
+/// Below this many multiply-adds a matrix product runs on one thread, because splitting it
+/// costs more than it saves.
+const PARALLEL_GEMM_FLOPS: usize = 1 << 18;
+
+/// Below this many elements an elementwise loop runs on one thread.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
+/// The CPU backend.
+#[derive(Clone, Copy, Debug)]
+pub struct Cpu {
+    threads: usize,
+}
+
+impl Cpu {
+    /// Creates a CPU backend that uses up to `threads` threads (at least one).
+    pub fn new(threads: usize) -> Self {
+        Cpu {
+            threads: threads.max(1),
+        }
+    }
+
+    /// Returns the thread count.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn parallelism(&self, flops: usize) -> gemm::Parallelism {
+        if self.threads > 1 && flops >= PARALLEL_GEMM_FLOPS {
+            gemm::Parallelism::Rayon(self.threads)
+        } else {
+            gemm::Parallelism::None
+        }
+    }
+}
+
+impl Default for Cpu {
+    fn default() -> Self {
+        Cpu::new(rayon::current_num_threads())
+    }
+}
+
+/// Row and column strides of `op(X)` when `X` is stored row-major with `cols` columns.
+fn strides(t: Transpose, cols: usize) -> (isize, isize) {
+    match t {
+        Transpose::No => (cols as isize, 1),
+        Transpose::Yes => (1, cols as isize),
+    }
+}
+
+impl<T: Scalar> Kernels<T> for Cpu {
+    fn gemm(
+        &self,
+        ta: Transpose,
+        tb: Transpose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: T,
+        a: &[T],
+        b: &[T],
+        beta: T,
+        c: &mut [T],
+    ) {
+        assert_eq!(a.len(), m * k, "gemm: A has {} elements, expected {m}x{k}", a.len());
+        assert_eq!(b.len(), k * n, "gemm: B has {} elements, expected {k}x{n}", b.len());
+        assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}x{n}", c.len());
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            c.iter_mut().for_each(|x| *x *= beta);
+            return;
+        }
+        let a_cols = if ta == Transpose::No { k } else { m };
+        let b_cols = if tb == Transpose::No { n } else { k };
+        let (a_rs, a_cs) = strides(ta, a_cols);
+        let (b_rs, b_cs) = strides(tb, b_cols);
+        let read_c = beta != T::zero();
+        // SAFETY: the asserts above guarantee that every index reached through these strides
+        // lies inside its slice, and `c` does not alias `a` or `b` because it is borrowed
+        // mutably. The gemm crate computes dst = alpha_dst * dst + beta_prod * lhs * rhs, so
+        // our beta goes in its first scalar and our alpha in its second.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                read_c,
+                a.as_ptr(),
+                a_cs,
+                a_rs,
+                b.as_ptr(),
+                b_cs,
+                b_rs,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                self.parallelism(m * n * k),
+            );
+        }
+    }
+
+    fn add_row_vector(&self, c: &mut [T], bias: &[T]) {
+        let n = bias.len();
+        if self.threads > 1 && c.len() >= PARALLEL_ELEMENTS {
+            c.par_chunks_mut(n).for_each(|row| add_assign(row, bias));
+        } else {
+            c.chunks_mut(n).for_each(|row| add_assign(row, bias));
+        }
+    }
+
+    fn column_sums(&self, x: &[T], out: &mut [T], beta: T) {
+        let n = out.len();
+        out.iter_mut().for_each(|o| *o *= beta);
+        for row in x.chunks(n) {
+            add_assign(out, row);
+        }
+    }
+
+    fn axpy(&self, a: T, x: &[T], y: &mut [T]) {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
+    }
+
+    fn dot(&self, x: &[T], y: &[T]) -> T {
+        x.iter().zip(y).map(|(&a, &b)| a * b).sum()
+    }
+}
+
+fn add_assign<T: Scalar>(y: &mut [T], x: &[T]) {
+    y.iter_mut().zip(x).for_each(|(y, &x)| *y += x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference product of row-major matrices with explicit transposes.
+    fn naive(ta: Transpose, tb: Transpose, m: usize, n: usize, k: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+        let at = |i: usize, p: usize| if ta == Transpose::No { a[i * k + p] } else { a[p * m + i] };
+        let bt = |p: usize, j: usize| if tb == Transpose::No { b[p * n + j] } else { b[j * k + p] };
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn gemm_matches_naive_for_all_transposes() {
+        let (m, n, k) = (7, 5, 3);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.91).cos()).collect();
+        let cpu = Cpu::new(2);
+        for ta in [Transpose::No, Transpose::Yes] {
+            for tb in [Transpose::No, Transpose::Yes] {
+                let expected = naive(ta, tb, m, n, k, &a, &b);
+                let mut c = vec![1.0; m * n];
+                cpu.gemm(ta, tb, m, n, k, 2.0, &a, &b, 0.5, &mut c);
+                for (got, want) in c.iter().zip(&expected) {
+                    assert!((got - (2.0 * want + 0.5)).abs() < 1e-12, "{ta:?} {tb:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_with_zero_beta_ignores_nan_in_output() {
+        let cpu = Cpu::new(1);
+        let mut c = vec![f32::NAN; 4];
+        cpu.gemm(Transpose::No, Transpose::No, 2, 2, 1, 1.0, &[1.0, 2.0], &[3.0, 4.0], 0.0, &mut c);
+        assert_eq!(c, vec![3.0, 4.0, 6.0, 8.0]);
+    }
+}

@@ -1,0 +1,147 @@
+//! Scalars, the kernel interface and the CPU kernels.
+//!
+//! Buffers are plain slices in row-major order: a batch of `n` samples with `d` features is a
+//! slice of length `n * d` where sample `i` occupies `i * d .. (i + 1) * d`.
+
+mod cpu;
+
+pub use cpu::Cpu;
+
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+/// A floating-point element type: `f32` for training speed, `f64` for derivative checks.
+pub trait Scalar:
+    num_traits::Float
+    + num_traits::FloatConst
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Sum
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + 'static
+{
+    /// The type's name in files and messages (`f32`, `f64`).
+    const NAME: &'static str;
+
+    /// Converts from `f64`, rounding to the nearest representable value.
+    fn of(x: f64) -> Self;
+
+    /// Converts to `f64` exactly.
+    fn as_f64(self) -> f64;
+
+    /// Converts from `usize`.
+    fn of_usize(n: usize) -> Self {
+        Self::of(n as f64)
+    }
+}
+
+impl Scalar for f32 {
+    const NAME: &'static str = "f32";
+
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Scalar for f64 {
+    const NAME: &'static str = "f64";
+
+    fn of(x: f64) -> Self {
+        x
+    }
+
+    fn as_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Whether a matrix operand is used as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transpose {
+    /// Use the matrix as stored.
+    No,
+    /// Use its transpose.
+    Yes,
+}
+
+/// The kernels that layers call. A backend for another device implements this trait for the
+/// element types it supports; layers and methods do not change.
+///
+/// Matrices are row-major slices. `op(X)` is `X` or `Xᵀ` as the [`Transpose`] flag says.
+pub trait Kernels<T: Scalar>: Send + Sync {
+    /// Computes `C = alpha * op(A) * op(B) + beta * C`, with `op(A)` of shape `m × k`,
+    /// `op(B)` of shape `k × n` and `C` of shape `m × n`. When `beta` is zero, `C` is not read.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        ta: Transpose,
+        tb: Transpose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: T,
+        a: &[T],
+        b: &[T],
+        beta: T,
+        c: &mut [T],
+    );
+
+    /// Adds `bias` (length `n`) to every row of the `m × n` matrix `c`.
+    fn add_row_vector(&self, c: &mut [T], bias: &[T]);
+
+    /// Computes `out = beta * out + Σ_rows x`, the column sums of the `m × n` matrix `x`.
+    fn column_sums(&self, x: &[T], out: &mut [T], beta: T);
+
+    /// Computes `y = a * x + y` elementwise.
+    fn axpy(&self, a: T, x: &[T], y: &mut [T]);
+
+    /// Returns the dot product of `x` and `y`.
+    fn dot(&self, x: &[T], y: &[T]) -> T;
+}
+
+/// Returns the Euclidean norm of `x`, accumulated in `f64`.
+pub fn norm<T: Scalar>(x: &[T]) -> f64 {
+    x.iter().map(|v| v.as_f64() * v.as_f64()).sum::<f64>().sqrt()
+}
+
+/// Returns the dot product of `x` and `y`, accumulated in `f64`.
+pub fn dot<T: Scalar>(x: &[T], y: &[T]) -> f64 {
+    debug_assert_eq!(x.len(), y.len());
+    x.iter().zip(y).map(|(a, b)| a.as_f64() * b.as_f64()).sum()
+}
+
+/// Sets flush-to-zero and denormals-are-zero on the calling thread, so that tiny values in
+/// optimizer state cost no more than normal ones. Returns whether the CPU supports it.
+pub fn flush_denormals() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // MXCSR bit 15 is flush-to-zero and bit 6 is denormals-are-zero (Intel SDM vol. 1,
+        // 10.2.3). Both only change results for values below f32::MIN_POSITIVE.
+        const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+        let mut csr: u32 = 0;
+        // SAFETY: stmxcsr and ldmxcsr read and write the SSE control register of this thread
+        // only. SSE is part of the x86_64 baseline, and the bits set are defined on every
+        // x86_64 CPU.
+        unsafe {
+            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+            csr |= FTZ_DAZ;
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack));
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}

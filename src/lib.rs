@@ -12,6 +12,9 @@
 //! - [`tensor`]: scalars and the kernel interface with its CPU backend.
 
 pub mod error;
+pub mod methods;
+pub mod nn;
+pub mod objective;
 pub mod tensor;
 
 pub use error::{Error, Result};

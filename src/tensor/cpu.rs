@@ -66,9 +66,24 @@ impl<T: Scalar> Kernels<T> for Cpu {
         beta: T,
         c: &mut [T],
     ) {
-        assert_eq!(a.len(), m * k, "gemm: A has {} elements, expected {m}x{k}", a.len());
-        assert_eq!(b.len(), k * n, "gemm: B has {} elements, expected {k}x{n}", b.len());
-        assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}x{n}", c.len());
+        assert_eq!(
+            a.len(),
+            m * k,
+            "gemm: A has {} elements, expected {m}x{k}",
+            a.len()
+        );
+        assert_eq!(
+            b.len(),
+            k * n,
+            "gemm: B has {} elements, expected {k}x{n}",
+            b.len()
+        );
+        assert_eq!(
+            c.len(),
+            m * n,
+            "gemm: C has {} elements, expected {m}x{n}",
+            c.len()
+        );
         if m == 0 || n == 0 {
             return;
         }
@@ -145,9 +160,29 @@ mod tests {
     use super::*;
 
     /// Reference product of row-major matrices with explicit transposes.
-    fn naive(ta: Transpose, tb: Transpose, m: usize, n: usize, k: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
-        let at = |i: usize, p: usize| if ta == Transpose::No { a[i * k + p] } else { a[p * m + i] };
-        let bt = |p: usize, j: usize| if tb == Transpose::No { b[p * n + j] } else { b[j * k + p] };
+    fn naive(
+        ta: Transpose,
+        tb: Transpose,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f64],
+        b: &[f64],
+    ) -> Vec<f64> {
+        let at = |i: usize, p: usize| {
+            if ta == Transpose::No {
+                a[i * k + p]
+            } else {
+                a[p * m + i]
+            }
+        };
+        let bt = |p: usize, j: usize| {
+            if tb == Transpose::No {
+                b[p * n + j]
+            } else {
+                b[j * k + p]
+            }
+        };
         let mut c = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -179,7 +214,18 @@ mod tests {
     fn gemm_with_zero_beta_ignores_nan_in_output() {
         let cpu = Cpu::new(1);
         let mut c = vec![f32::NAN; 4];
-        cpu.gemm(Transpose::No, Transpose::No, 2, 2, 1, 1.0, &[1.0, 2.0], &[3.0, 4.0], 0.0, &mut c);
+        cpu.gemm(
+            Transpose::No,
+            Transpose::No,
+            2,
+            2,
+            1,
+            1.0,
+            &[1.0, 2.0],
+            &[3.0, 4.0],
+            0.0,
+            &mut c,
+        );
         assert_eq!(c, vec![3.0, 4.0, 6.0, 8.0]);
     }
 }

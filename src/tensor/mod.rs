@@ -112,7 +112,10 @@ pub trait Kernels<T: Scalar>: Send + Sync {
 
 /// Returns the Euclidean norm of `x`, accumulated in `f64`.
 pub fn norm<T: Scalar>(x: &[T]) -> f64 {
-    x.iter().map(|v| v.as_f64() * v.as_f64()).sum::<f64>().sqrt()
+    x.iter()
+        .map(|v| v.as_f64() * v.as_f64())
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Returns the dot product of `x` and `y`, accumulated in `f64`.

@@ -1,0 +1,358 @@
+//! A network: a sequence of layers over one flat parameter buffer, and the workspace that
+//! holds one batch's activations, gradients and tangents.
+
+use super::layer::{Activations, Layer, Mode, Pass};
+use super::{build_layer, Init, LayerSpec, Rng};
+use crate::tensor::{Kernels, Scalar};
+use crate::{Error, Result};
+use rand::SeedableRng;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A feed-forward network. Parameters live outside it, in one flat slice whose layout
+/// [`Network::param_ranges`] gives; the network itself is immutable and can be shared.
+pub struct Network<T: Scalar> {
+    layers: Vec<Box<dyn Layer<T>>>,
+    ranges: Vec<Range<usize>>,
+    specs: Vec<LayerSpec>,
+    input_shape: Vec<usize>,
+    kernels: Arc<dyn Kernels<T>>,
+}
+
+/// Buffers for the passes over one batch, allocated for a capacity and reused; a larger batch
+/// grows them once.
+///
+/// Index `i` of `act`, `grad`, `tan` and `rgrad` is the boundary before layer `i`; the last
+/// index is the network output.
+pub struct Workspace<T> {
+    capacity: usize,
+    batch: usize,
+    mode: Mode,
+    seed: u64,
+    act: Vec<Vec<T>>,
+    grad: Vec<Vec<T>>,
+    tan: Vec<Vec<T>>,
+    rgrad: Vec<Vec<T>>,
+    scratch: Vec<Vec<T>>,
+}
+
+impl<T: Scalar> Workspace<T> {
+    /// Samples in the batch of the last forward pass.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn output_len(&self) -> usize {
+        let last = self.act.len() - 1;
+        self.batch * self.act[last].len() / self.capacity
+    }
+
+    /// Output of the last forward pass, `batch × output_size`.
+    pub fn output(&self) -> &[T] {
+        let n = self.output_len();
+        &self.act[self.act.len() - 1][..n]
+    }
+
+    /// The output and the output gradient, which the loss fills before a backward pass.
+    pub fn output_and_gradient_mut(&mut self) -> (&[T], &mut [T]) {
+        let (n, last) = (self.output_len(), self.act.len() - 1);
+        (&self.act[last][..n], &mut self.grad[last][..n])
+    }
+
+    /// The output, its tangent, and the vector that starts the second backward chain, which
+    /// the loss Hessian fills from the tangent.
+    pub fn output_tangent_and_rgrad_mut(&mut self) -> (&[T], &[T], &mut [T]) {
+        let (n, last) = (self.output_len(), self.act.len() - 1);
+        (
+            &self.act[last][..n],
+            &self.tan[last][..n],
+            &mut self.rgrad[last][..n],
+        )
+    }
+}
+
+impl<T: Scalar> Network<T> {
+    /// Builds a network for samples of `input_shape` from layer descriptions. Shapes are
+    /// checked here: a layer that cannot take its input shape is an error naming the layer.
+    pub fn new(
+        input_shape: &[usize],
+        specs: &[LayerSpec],
+        kernels: Arc<dyn Kernels<T>>,
+    ) -> Result<Self> {
+        if input_shape.iter().product::<usize>() == 0 {
+            return Err(Error::Shape(format!(
+                "input shape {input_shape:?} has no elements"
+            )));
+        }
+        let mut layers: Vec<Box<dyn Layer<T>>> = Vec::with_capacity(specs.len());
+        let mut ranges = Vec::with_capacity(specs.len());
+        let mut shape = input_shape.to_vec();
+        let mut offset = 0;
+        for (index, spec) in specs.iter().enumerate() {
+            let layer = build_layer::<T>(spec, &shape, index)?;
+            shape = layer.output_shape().to_vec();
+            ranges.push(offset..offset + layer.param_count());
+            offset += layer.param_count();
+            layers.push(layer);
+        }
+        Ok(Network {
+            layers,
+            ranges,
+            specs: specs.to_vec(),
+            input_shape: input_shape.to_vec(),
+            kernels,
+        })
+    }
+
+    /// The layer descriptions this network was built from.
+    pub fn specs(&self) -> &[LayerSpec] {
+        &self.specs
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Box<dyn Layer<T>>] {
+        &self.layers
+    }
+
+    /// Each layer's range within the flat parameter buffer.
+    pub fn param_ranges(&self) -> &[Range<usize>] {
+        &self.ranges
+    }
+
+    /// The kernels the network computes with.
+    pub fn kernels(&self) -> &dyn Kernels<T> {
+        self.kernels.as_ref()
+    }
+
+    /// Per-sample input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// Per-sample input size.
+    pub fn input_size(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+
+    /// Per-sample output size.
+    pub fn output_size(&self) -> usize {
+        self.layers
+            .last()
+            .map_or(self.input_size(), |l| l.output_size())
+    }
+
+    /// Total number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.ranges.last().map_or(0, |r| r.end)
+    }
+
+    /// Returns freshly initialised parameters. `Init::Auto` picks He uniform for a layer
+    /// followed by a ReLU-like activation and Glorot uniform otherwise.
+    pub fn init_params(&self, init: Init, seed: u64) -> Vec<T> {
+        let mut params = vec![T::zero(); self.param_count()];
+        let mut rng = Rng::seed_from_u64(seed);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let scheme = match init {
+                Init::Auto => auto_init(self.specs.get(i + 1)),
+                other => other,
+            };
+            layer.init_params(&mut params[self.ranges[i].clone()], scheme, &mut rng);
+        }
+        params
+    }
+
+    /// Allocates a workspace for batches of up to `capacity` samples.
+    pub fn workspace(&self, capacity: usize) -> Workspace<T> {
+        let capacity = capacity.max(1);
+        let sizes: Vec<usize> = std::iter::once(self.input_size())
+            .chain(self.layers.iter().map(|l| l.output_size()))
+            .collect();
+        let buffers = || {
+            sizes
+                .iter()
+                .map(|s| vec![T::zero(); s * capacity])
+                .collect()
+        };
+        Workspace {
+            capacity,
+            batch: 0,
+            mode: Mode::Eval,
+            seed: 0,
+            act: buffers(),
+            grad: buffers(),
+            tan: buffers(),
+            rgrad: buffers(),
+            scratch: self
+                .layers
+                .iter()
+                .map(|l| vec![T::zero(); l.scratch_size(capacity)])
+                .collect(),
+        }
+    }
+
+    fn ensure_capacity(&self, ws: &mut Workspace<T>, batch: usize) {
+        if batch > ws.capacity || ws.act.len() != self.layers.len() + 1 {
+            *ws = self.workspace(batch);
+        }
+    }
+
+    fn pass<'k>(&'k self, ws: &Workspace<T>) -> Pass<'k, T> {
+        Pass {
+            kernels: self.kernels.as_ref(),
+            batch: ws.batch,
+            mode: ws.mode,
+            seed: ws.seed,
+        }
+    }
+
+    fn check_params(&self, params: &[T]) {
+        assert_eq!(
+            params.len(),
+            self.param_count(),
+            "parameter buffer has {} elements but the network has {}",
+            params.len(),
+            self.param_count()
+        );
+    }
+
+    /// Runs the forward pass on `batch` samples `x` and returns the output. The workspace
+    /// keeps the activations for the backward and tangent passes that follow. `seed` fixes
+    /// the dropout masks of this batch.
+    pub fn forward<'w>(
+        &self,
+        ws: &'w mut Workspace<T>,
+        params: &[T],
+        x: &[T],
+        batch: usize,
+        mode: Mode,
+        seed: u64,
+    ) -> &'w [T] {
+        self.check_params(params);
+        assert_eq!(
+            x.len(),
+            batch * self.input_size(),
+            "input length does not match batch"
+        );
+        self.ensure_capacity(ws, batch);
+        ws.batch = batch;
+        ws.mode = mode;
+        ws.seed = seed;
+        ws.act[0][..x.len()].copy_from_slice(x);
+        let pass = self.pass(ws);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (lo, hi) = ws.act.split_at_mut(i + 1);
+            let x = &lo[i][..batch * layer.input_size()];
+            let y = &mut hi[0][..batch * layer.output_size()];
+            layer.forward(
+                &pass,
+                &params[self.ranges[i].clone()],
+                x,
+                y,
+                &mut ws.scratch[i],
+            );
+        }
+        ws.output()
+    }
+
+    /// Runs the backward pass from the output gradient already placed by
+    /// [`Workspace::output_and_gradient_mut`], writing the
+    /// parameter gradient into `grad`. The input gradient of the first layer is not computed.
+    pub fn backward(&self, ws: &mut Workspace<T>, params: &[T], grad: &mut [T]) {
+        self.check_params(params);
+        self.backward_chain(ws, params, grad, Chain::Gradient);
+    }
+
+    /// Runs the tangent pass along the parameter direction `v` (input tangent zero) after a
+    /// forward pass, and returns `J v`, the output tangent.
+    pub fn tangent<'w>(&self, ws: &'w mut Workspace<T>, params: &[T], v: &[T]) -> &'w [T] {
+        self.check_params(params);
+        self.check_params(v);
+        let pass = self.pass(ws);
+        let n = ws.batch;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let r = self.ranges[i].clone();
+            let act = Activations {
+                x: &ws.act[i][..n * layer.input_size()],
+                y: &ws.act[i + 1][..n * layer.output_size()],
+            };
+            let (lo, hi) = ws.tan.split_at_mut(i + 1);
+            let rx = (i > 0).then(|| &lo[i][..n * layer.input_size()]);
+            let ry = &mut hi[0][..n * layer.output_size()];
+            let scratch = &mut ws.scratch[i];
+            layer.tangent(&pass, &params[r.clone()], &v[r], act, rx, ry, scratch);
+        }
+        let last = self.layers.len();
+        &ws.tan[last][..n * self.output_size()]
+    }
+
+    /// Computes `Jᵀ u` for the vector `u` already placed by
+    /// [`Workspace::output_tangent_and_rgrad_mut`],
+    /// writing it into `out`. With `u = H_L J v` this completes a Gauss-Newton product.
+    pub fn transpose_jacobian_product(&self, ws: &mut Workspace<T>, params: &[T], out: &mut [T]) {
+        self.check_params(params);
+        self.backward_chain(ws, params, out, Chain::Transpose);
+    }
+
+    /// Differentiates the backward pass along `v`, after forward, backward and tangent passes
+    /// on the same batch and with `R{dy}` of the output placed by
+    /// [`Workspace::output_tangent_and_rgrad_mut`]. Writes `H v` into `out`.
+    pub fn backward_tangent(&self, ws: &mut Workspace<T>, params: &[T], v: &[T], out: &mut [T]) {
+        self.check_params(params);
+        let pass = self.pass(ws);
+        let n = ws.batch;
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let r = self.ranges[i].clone();
+            let (ni, no) = (n * layer.input_size(), n * layer.output_size());
+            let act = Activations {
+                x: &ws.act[i][..ni],
+                y: &ws.act[i + 1][..no],
+            };
+            let rx = (i > 0).then(|| &ws.tan[i][..ni]);
+            let dy = &ws.grad[i + 1][..no];
+            let (lo, hi) = ws.rgrad.split_at_mut(i + 1);
+            let rdy = &hi[0][..no];
+            let rdx = (i > 0).then(|| &mut lo[i][..ni]);
+            let (p, vp, rdp) = (&params[r.clone()], &v[r.clone()], &mut out[r]);
+            layer.backward_tangent(&pass, p, vp, act, rx, dy, rdy, rdx, rdp, &mut ws.scratch[i]);
+        }
+    }
+
+    /// Runs a backward pass over either the gradient buffers or the second-chain buffers.
+    fn backward_chain(&self, ws: &mut Workspace<T>, params: &[T], out: &mut [T], chain: Chain) {
+        let pass = self.pass(ws);
+        let n = ws.batch;
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let r = self.ranges[i].clone();
+            let (ni, no) = (n * layer.input_size(), n * layer.output_size());
+            let act = Activations {
+                x: &ws.act[i][..ni],
+                y: &ws.act[i + 1][..no],
+            };
+            let buffers = match chain {
+                Chain::Gradient => &mut ws.grad,
+                Chain::Transpose => &mut ws.rgrad,
+            };
+            let (lo, hi) = buffers.split_at_mut(i + 1);
+            let dy = &hi[0][..no];
+            let dx = (i > 0).then(|| &mut lo[i][..ni]);
+            let (p, dp) = (&params[r.clone()], &mut out[r]);
+            layer.backward(&pass, p, act, dy, dx, dp, &mut ws.scratch[i]);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Chain {
+    Gradient,
+    Transpose,
+}
+
+fn auto_init(next: Option<&LayerSpec>) -> Init {
+    use super::Activation as A;
+    match next {
+        Some(LayerSpec::Activation {
+            function: A::Relu | A::LeakyRelu | A::Gelu,
+        }) => Init::HeUniform,
+        _ => Init::GlorotUniform,
+    }
+}

@@ -1,0 +1,281 @@
+//! The objective that every method sees: a function of the flat parameter vector θ that gives
+//! its value, its gradient, and its Gauss-Newton and Hessian products with a vector.
+//!
+//! # Cost units
+//!
+//! Evaluations are counted in one unit for every method: one forward pass of one sample. The
+//! other passes count by their matrix products relative to the forward pass of a dense layer,
+//! which does one product: a backward pass does two (parameter and input gradients), a tangent
+//! pass two (`x R{W}ᵀ` and `R{x} Wᵀ`), and a differentiated backward pass four.
+
+use crate::nn::{Loss, Mode, Network, Workspace};
+use crate::tensor::Scalar;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Cost of a backward pass, in forward-pass units.
+pub const BACKWARD_COST: u64 = 2;
+/// Cost of a tangent pass, in forward-pass units.
+pub const TANGENT_COST: u64 = 2;
+/// Cost of a differentiated backward pass, in forward-pass units.
+pub const BACKWARD_TANGENT_COST: u64 = 4;
+
+/// Counts evaluations and gradient evaluations across objectives, threads and steps.
+#[derive(Debug, Default)]
+pub struct Counter {
+    units: AtomicU64,
+    gradients: AtomicU64,
+}
+
+impl Counter {
+    /// Adds `units` forward-sample units.
+    pub fn add(&self, units: u64) {
+        self.units.fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// Adds one gradient evaluation (of any batch size).
+    pub fn add_gradient(&self) {
+        self.gradients.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forward-sample units so far.
+    pub fn units(&self) -> u64 {
+        self.units.load(Ordering::Relaxed)
+    }
+
+    /// Gradient evaluations so far.
+    pub fn gradients(&self) -> u64 {
+        self.gradients.load(Ordering::Relaxed)
+    }
+}
+
+/// A differentiable function of the flat parameter vector.
+///
+/// Values are returned as `f64` and may be NaN or infinite; methods decide what to do with
+/// them. Curvature products are optional: an objective without them returns `false`.
+pub trait Objective<T: Scalar> {
+    /// Number of parameters.
+    fn dim(&self) -> usize;
+
+    /// Returns `f(θ)`.
+    fn value(&mut self, theta: &[T]) -> f64;
+
+    /// Writes `∇f(θ)` into `grad` and returns `f(θ)`.
+    fn gradient(&mut self, theta: &[T], grad: &mut [T]) -> f64;
+
+    /// Writes the Gauss-Newton product `G(θ) v = Jᵀ H_L J v` into `out`. Returns `false` when
+    /// the objective has no Gauss-Newton structure.
+    fn gauss_newton_product(&mut self, _theta: &[T], _v: &[T], _out: &mut [T]) -> bool {
+        false
+    }
+
+    /// Writes the Hessian product `H(θ) v` into `out`. Returns `false` when not available.
+    fn hessian_product(&mut self, _theta: &[T], _v: &[T], _out: &mut [T]) -> bool {
+        false
+    }
+
+    /// Evaluations so far, in forward-sample units.
+    fn evaluations(&self) -> u64;
+
+    /// Returns an independent copy for evaluating values on another thread, sharing the
+    /// evaluation counter; `None` when the objective cannot be copied.
+    fn fork(&self) -> Option<Box<dyn Objective<T> + Send + '_>> {
+        None
+    }
+}
+
+/// Which derived quantities the workspace holds for the cached parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Cached {
+    Nothing,
+    Forward,
+    Backward,
+}
+
+/// A network and a loss on one batch of inputs `x` and targets `t`, as a function of θ.
+pub struct NetworkObjective<'a, T: Scalar> {
+    network: &'a Network<T>,
+    loss: Loss,
+    x: &'a [T],
+    t: &'a [T],
+    batch: usize,
+    mode: Mode,
+    seed: u64,
+    workspace: Workspace<T>,
+    cached_theta: Vec<T>,
+    cached: Cached,
+    gradient_buffer: Vec<T>,
+    counter: Arc<Counter>,
+}
+
+impl<'a, T: Scalar> NetworkObjective<'a, T> {
+    /// Creates the objective for a batch. `seed` fixes dropout masks for every evaluation on
+    /// this batch, so that line searches see one function.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        network: &'a Network<T>,
+        loss: Loss,
+        x: &'a [T],
+        t: &'a [T],
+        batch: usize,
+        mode: Mode,
+        seed: u64,
+        counter: Arc<Counter>,
+    ) -> Self {
+        Self::with_workspace(network, loss, x, t, batch, mode, seed, counter, None)
+    }
+
+    /// Creates the objective reusing a workspace, so that a training loop allocates nothing
+    /// per step. Take the workspace back with [`NetworkObjective::into_workspace`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_workspace(
+        network: &'a Network<T>,
+        loss: Loss,
+        x: &'a [T],
+        t: &'a [T],
+        batch: usize,
+        mode: Mode,
+        seed: u64,
+        counter: Arc<Counter>,
+        workspace: Option<Workspace<T>>,
+    ) -> Self {
+        assert_eq!(
+            x.len(),
+            batch * network.input_size(),
+            "inputs do not match the batch"
+        );
+        assert_eq!(
+            t.len(),
+            batch * network.output_size(),
+            "targets do not match the batch"
+        );
+        let workspace = workspace.unwrap_or_else(|| network.workspace(batch));
+        NetworkObjective {
+            network,
+            loss,
+            x,
+            t,
+            batch,
+            mode,
+            seed,
+            workspace,
+            cached_theta: Vec::new(),
+            cached: Cached::Nothing,
+            gradient_buffer: Vec::new(),
+            counter,
+        }
+    }
+
+    /// Returns the workspace for reuse.
+    pub fn into_workspace(self) -> Workspace<T> {
+        self.workspace
+    }
+
+    /// The shared evaluation counter.
+    pub fn counter(&self) -> &Arc<Counter> {
+        &self.counter
+    }
+
+    /// Network output of the last forward pass.
+    pub fn output(&self) -> &[T] {
+        self.workspace.output()
+    }
+
+    fn is_cached(&self, theta: &[T], need: Cached) -> bool {
+        self.cached >= need && self.cached_theta.as_slice() == theta
+    }
+
+    fn forward(&mut self, theta: &[T]) -> f64 {
+        let n = self.batch;
+        let z = self
+            .network
+            .forward(&mut self.workspace, theta, self.x, n, self.mode, self.seed);
+        let value = self.loss.value(z, self.t, n);
+        self.counter.add(n as u64);
+        self.cached_theta.clear();
+        self.cached_theta.extend_from_slice(theta);
+        self.cached = Cached::Forward;
+        value
+    }
+
+    /// Makes sure forward and backward passes at `theta` are in the workspace.
+    fn ensure_backward(&mut self, theta: &[T]) {
+        if self.is_cached(theta, Cached::Backward) {
+            return;
+        }
+        let mut grad = std::mem::take(&mut self.gradient_buffer);
+        grad.resize(theta.len(), T::zero());
+        self.gradient(theta, &mut grad);
+        self.gradient_buffer = grad;
+    }
+
+    /// Places `H_L J v` at the output: the start of both curvature products.
+    fn output_curvature(&mut self, theta: &[T], v: &[T]) {
+        if !self.is_cached(theta, Cached::Forward) {
+            self.forward(theta);
+        }
+        let net = self.network;
+        net.tangent(&mut self.workspace, theta, v);
+        let n = self.batch;
+        let (z, rz, u) = self.workspace.output_tangent_and_rgrad_mut();
+        self.loss.hessian_product(z, self.t, n, rz, u);
+        self.counter.add(TANGENT_COST * n as u64);
+    }
+}
+
+impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
+    fn dim(&self) -> usize {
+        self.network.param_count()
+    }
+
+    fn value(&mut self, theta: &[T]) -> f64 {
+        self.forward(theta)
+    }
+
+    fn gradient(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
+        let value = self.forward(theta);
+        let n = self.batch;
+        let (z, dz) = self.workspace.output_and_gradient_mut();
+        self.loss.gradient(z, self.t, n, dz);
+        self.network.backward(&mut self.workspace, theta, grad);
+        self.counter.add(BACKWARD_COST * n as u64);
+        self.counter.add_gradient();
+        self.cached = Cached::Backward;
+        value
+    }
+
+    fn gauss_newton_product(&mut self, theta: &[T], v: &[T], out: &mut [T]) -> bool {
+        self.output_curvature(theta, v);
+        self.network
+            .transpose_jacobian_product(&mut self.workspace, theta, out);
+        self.counter.add(BACKWARD_COST * self.batch as u64);
+        true
+    }
+
+    fn hessian_product(&mut self, theta: &[T], v: &[T], out: &mut [T]) -> bool {
+        self.ensure_backward(theta);
+        self.output_curvature(theta, v);
+        self.network
+            .backward_tangent(&mut self.workspace, theta, v, out);
+        self.counter.add(BACKWARD_TANGENT_COST * self.batch as u64);
+        true
+    }
+
+    fn evaluations(&self) -> u64 {
+        self.counter.units()
+    }
+
+    fn fork(&self) -> Option<Box<dyn Objective<T> + Send + '_>> {
+        let copy = NetworkObjective::new(
+            self.network,
+            self.loss,
+            self.x,
+            self.t,
+            self.batch,
+            self.mode,
+            self.seed,
+            Arc::clone(&self.counter),
+        );
+        Some(Box::new(copy))
+    }
+}

@@ -3,8 +3,8 @@
 //!
 //! A [`Source`] names where the data come from (`digits`, `iris`, `csv:PATH`, `idx:DIR`) and
 //! [`load`] reads it into a [`Loaded`] pair of training and optional test [`Dataset`]s.
-//! [`Scaler`] fits feature scaling on the training set, and [`Batches`] walks a set in
-//! mini-batches.
+//! [`split()`] then carves out validation and test sets, [`Scaler`] fits feature scaling on the
+//! training set, and [`Batches`] walks a set in mini-batches.
 
 mod batch;
 mod builtin;
@@ -12,11 +12,13 @@ mod csv;
 mod dataset;
 mod idx;
 mod scale;
+mod split;
 
 pub use batch::Batches;
 pub use builtin::builtin_names;
 pub use dataset::{Dataset, Targets};
 pub use scale::{ScaleKind, Scaler};
+pub use split::{split, Splits};
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

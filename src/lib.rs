@@ -11,6 +11,7 @@
 //! - [`data`]: data sets, readers, splitting, scaling and batching;
 //! - [`tensor`]: scalars and the kernel interface with its CPU backend.
 
+pub mod data;
 pub mod error;
 pub mod methods;
 pub mod nn;

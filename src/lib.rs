@@ -17,5 +17,6 @@ pub mod methods;
 pub mod nn;
 pub mod objective;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};

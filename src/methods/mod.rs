@@ -85,3 +85,10 @@ pub trait Method<T: Scalar>: Send {
         Ok(())
     }
 }
+
+pub mod first_order;
+pub mod schedule;
+pub mod second_order;
+mod spec;
+
+pub use spec::MethodSpec;

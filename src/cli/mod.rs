@@ -1,0 +1,109 @@
+//! Command-line parsing, dispatch and exit codes.
+//!
+//! Exit codes: 0 on success, 2 for invalid input (arguments, files, settings, data), 1 when
+//! training itself fails (a non-finite loss) or a file cannot be written.
+
+mod evaluate;
+mod predict;
+mod progress;
+mod train;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Train neural networks with first-order, second-order and search methods.
+#[derive(Parser)]
+#[command(name = "gradus", version, about)]
+struct Cli {
+    /// Log more: -v for info, -vv for debug.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a network and write a run folder.
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a trained model on a data set.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Print a trained model's predictions for a CSV file as CSV.
+    Predict(predict::PredictArgs),
+    /// List the built-in data sets.
+    Datasets,
+}
+
+/// Runs the command line and returns the exit code.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Train(args) => train::run(*args),
+        Command::Evaluate(args) => evaluate::run(args),
+        Command::Predict(args) => predict::run(args),
+        Command::Datasets => {
+            for (name, about) in gradus::data::builtin_names() {
+                println!("{name:<8} {about}");
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_line(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Joins an error and its causes into one line.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use gradus::Error;
+    match e.downcast_ref::<Error>() {
+        Some(Error::NonFinite(_)) => 1,
+        Some(Error::Io { action, .. }) if action.contains("write") || action.contains("create") => {
+            1
+        }
+        _ => 2,
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRADUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

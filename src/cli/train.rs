@@ -1,0 +1,236 @@
+//! `gradus train`.
+
+use super::progress::Progress;
+use anyhow::{Context, Result};
+use clap::Args;
+use gradus::data::{ScaleKind, TaskKind};
+use gradus::nn::{Activation, Init, Loss};
+use gradus::train::{self, RunConfig, RunOptions, Summary};
+use std::path::PathBuf;
+
+/// Options of `gradus train`. Each one overrides the same key of `--config`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Data: digits, iris, csv:PATH or idx:DIR.
+    #[arg(long)]
+    data: Option<String>,
+    /// CSV target column: a header name or a 0-based index (default: the last column).
+    #[arg(long)]
+    target: Option<String>,
+    /// The CSV file has a header row (detected when neither --header nor --no-header is given).
+    #[arg(long, conflicts_with = "no_header")]
+    header: bool,
+    /// The CSV file has no header row.
+    #[arg(long)]
+    no_header: bool,
+    /// Task: classify, regress or autoencoder.
+    #[arg(long)]
+    task: Option<TaskKind>,
+    /// Hidden layer sizes, comma-separated, for example 64,32 (input and output sizes come
+    /// from the data). For an autoencoder: the encoder, ending with the code size.
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<usize>>,
+    /// Autoencoder decoder sizes, comma-separated (default: the encoder mirrored).
+    #[arg(long, value_delimiter = ',')]
+    decoder: Option<Vec<usize>>,
+    /// Hidden activation: relu, leaky-relu, tanh, sigmoid, gelu, softplus or identity.
+    #[arg(long)]
+    activation: Option<Activation>,
+    /// Dropout rate after each hidden activation, in [0, 1).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Weight initialisation: auto, glorot-uniform, glorot-normal, he-uniform or he-normal.
+    #[arg(long)]
+    init: Option<Init>,
+    /// Loss: cross-entropy, mse or bce (default: cross-entropy to classify, mse otherwise).
+    #[arg(long)]
+    loss: Option<Loss>,
+    /// Feature scaling: standardize, min-max or none.
+    #[arg(long)]
+    scale: Option<ScaleKind>,
+    /// Fraction of the training data held out for validation.
+    #[arg(long)]
+    validation_fraction: Option<f64>,
+    /// Fraction held out for testing when the data has no test split.
+    #[arg(long)]
+    test_fraction: Option<f64>,
+    /// Training method (see the README for the list).
+    #[arg(long)]
+    method: Option<String>,
+    /// Learning rate.
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// A method setting as KEY=VALUE, for example beta1=0.95; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// Samples per minibatch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Maximum number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many epochs without a better validation loss (0: never).
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Drop the last incomplete batch of each epoch.
+    #[arg(long)]
+    drop_last: bool,
+    /// Learning-rate schedule: constant, step:EPOCHS:GAMMA, exponential:GAMMA or cosine:EPOCHS.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Linear learning-rate warm-up over this many steps.
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    /// Seed for splitting, shuffling, initialisation and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// TOML config file; the options above override its keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run folder (default: runs/<timestamp>). It must not hold a run already.
+    #[arg(long, conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let (config, options) = build_config(args)?;
+    if config.training.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(config.training.threads)
+            .build_global()
+            .context("failed to start the worker threads")?;
+    }
+    let mut progress = Progress::new();
+    let result = train::train(&config, &options, &mut progress);
+    progress.finish();
+    let summary = result?;
+    print_summary(&summary, &options.out);
+    Ok(())
+}
+
+fn build_config(args: TrainArgs) -> Result<(RunConfig, RunOptions)> {
+    let (mut config, options) = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("config.toml");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| gradus::Error::io("failed to read", &path, e))?;
+            let config = RunConfig::from_toml(&text)?;
+            (
+                config,
+                RunOptions {
+                    out: dir.clone(),
+                    resume: true,
+                },
+            )
+        }
+        None => {
+            let config = match &args.config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| gradus::Error::io("failed to read", path, e))?;
+                    RunConfig::from_toml(&text)
+                        .with_context(|| format!("in config file {}", path.display()))?
+                }
+                None => RunConfig::default(),
+            };
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(train::files::default_run_dir);
+            (config, RunOptions { out, resume: false })
+        }
+    };
+    apply_overrides(&mut config, args)?;
+    Ok((config, options))
+}
+
+fn apply_overrides(config: &mut RunConfig, args: TrainArgs) -> Result<()> {
+    let d = &mut config.data;
+    set(&mut d.source, args.data);
+    if args.target.is_some() {
+        d.target = args.target;
+    }
+    if args.header {
+        d.header = Some(true);
+    }
+    if args.no_header {
+        d.header = Some(false);
+    }
+    set(&mut d.task, args.task);
+    set(&mut d.validation_fraction, args.validation_fraction);
+    set(&mut d.test_fraction, args.test_fraction);
+    if args.scale.is_some() {
+        d.scale = args.scale;
+    }
+    let m = &mut config.model;
+    set(&mut m.layers, args.layers);
+    if args.decoder.is_some() {
+        m.decoder = args.decoder;
+    }
+    set(&mut m.activation, args.activation);
+    set(&mut m.dropout, args.dropout);
+    set(&mut m.init, args.init);
+    if args.loss.is_some() {
+        m.loss = args.loss;
+    }
+    let t = &mut config.training;
+    set(&mut t.batch_size, args.batch_size);
+    set(&mut t.epochs, args.epochs);
+    set(&mut t.seed, args.seed);
+    set(&mut t.threads, args.threads);
+    if let Some(p) = args.patience {
+        t.patience = (p > 0).then_some(p);
+    }
+    t.drop_last |= args.drop_last;
+    if let Some(s) = args.schedule {
+        t.schedule.schedule = s.parse()?;
+    }
+    set(&mut t.schedule.warmup_steps, args.warmup_steps);
+    if let Some(name) = args.method {
+        config.method = gradus::methods::MethodSpec::default_for(&name)?;
+    }
+    if let Some(lr) = args.lr {
+        config.method.set_learning_rate(lr)?;
+    }
+    for setting in &args.settings {
+        let (key, value) = setting.split_once('=').ok_or_else(|| {
+            gradus::Error::setting("set", setting, "expected KEY=VALUE, for example beta1=0.95")
+        })?;
+        config.method.set(key.trim(), value.trim())?;
+    }
+    Ok(())
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
+fn print_summary(s: &Summary, out: &std::path::Path) {
+    println!(
+        "{} on {}: {} epochs (best {}), {:.1} s, {:.0} samples/s",
+        s.method, s.data, s.epochs, s.best_epoch, s.wall_seconds, s.samples_per_second
+    );
+    println!(
+        "train loss {:.4}, test loss {:.4}",
+        s.train_loss, s.test_loss
+    );
+    if let Some(a) = s.test_accuracy {
+        println!("test accuracy {a:.4}");
+    }
+    if let (Some(rmse), Some(r2)) = (s.test_rmse, s.test_r2) {
+        println!("test RMSE {rmse:.4}, test R² {r2:.4}");
+    }
+    if let Some(e) = s.test_reconstruction_error {
+        let baseline = s.baseline_reconstruction_error.unwrap_or(f64::NAN);
+        println!("test reconstruction error {e:.5} (mean image: {baseline:.5})");
+    }
+    println!("run folder: {}", out.display());
+}

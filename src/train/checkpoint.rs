@@ -1,0 +1,157 @@
+//! Checkpoints: the state needed to continue a run after it stops, written atomically after
+//! every epoch as `checkpoint.safetensors` (vectors) and `checkpoint.json` (counters).
+
+use super::files::{read_to_string, write_atomic, write_json};
+use crate::methods::MethodState;
+use crate::{Error, Result};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Counters and scalars of a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Method steps taken.
+    pub steps: u64,
+    /// Epoch (from 1) with the best validation loss so far.
+    pub best_epoch: usize,
+    /// Best validation loss so far.
+    pub best_loss: f64,
+    /// Epochs since the best one, for early stopping.
+    pub epochs_without_improvement: usize,
+    /// Steps skipped because of a non-finite gradient.
+    pub skipped_steps: u64,
+    /// Evaluations in forward-sample units.
+    pub evaluations: u64,
+    /// Gradient evaluations.
+    pub gradient_evaluations: u64,
+    /// Training samples processed by steps.
+    pub samples: u64,
+    /// Seconds spent in steps.
+    pub train_seconds: f64,
+    /// Whether the method said it had finished.
+    pub finished: bool,
+    /// Scalars of the method state.
+    pub method_scalars: Vec<(String, f64)>,
+}
+
+/// A checkpoint in memory.
+pub struct Checkpoint {
+    /// Current parameters.
+    pub params: Vec<f32>,
+    /// Parameters of the best epoch.
+    pub best_params: Vec<f32>,
+    /// Method state.
+    pub method: MethodState,
+    /// Counters.
+    pub progress: Progress,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn f64_bytes(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes the checkpoint into `dir`. The vectors go first, then the counters, each
+/// atomically, and the counters name the vector file's length, so a crash between the two
+/// writes is detected on load instead of mixing two epochs.
+pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
+    let mut blobs: Vec<(String, Dtype, Vec<u8>, usize)> = vec![
+        (
+            "params".into(),
+            Dtype::F32,
+            f32_bytes(&checkpoint.params),
+            checkpoint.params.len(),
+        ),
+        (
+            "best_params".into(),
+            Dtype::F32,
+            f32_bytes(&checkpoint.best_params),
+            checkpoint.best_params.len(),
+        ),
+    ];
+    for (name, v) in &checkpoint.method.vectors {
+        blobs.push((format!("method.{name}"), Dtype::F64, f64_bytes(v), v.len()));
+    }
+    let views = blobs
+        .iter()
+        .map(|(name, dtype, bytes, len)| {
+            let view = TensorView::new(*dtype, vec![*len], bytes)
+                .map_err(|e| Error::Data(format!("failed to encode checkpoint {name}: {e}")))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let progress = serde_json::to_string(&checkpoint.progress).unwrap_or_default();
+    let metadata = std::collections::HashMap::from([("progress".to_string(), progress)]);
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::Data(format!("failed to encode checkpoint: {e}")))?;
+    write_atomic(&dir.join("checkpoint.safetensors"), &bytes)?;
+    write_json(&dir.join("checkpoint.json"), &checkpoint.progress)
+}
+
+/// Reads a checkpoint from `dir`. The counters are taken from the vector file's own metadata,
+/// so both always belong to the same epoch.
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    let path = dir.join("checkpoint.safetensors");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("failed to read", &path, e))?;
+    let invalid = |reason: String| Error::Model {
+        path: path.clone(),
+        reason,
+    };
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let progress_text = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("progress").cloned())
+        .ok_or_else(|| invalid("progress metadata is missing".into()))?;
+    let progress: Progress =
+        serde_json::from_str(&progress_text).map_err(|e| invalid(e.to_string()))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let read_f32 = |name: &str| -> Result<Vec<f32>> {
+        let view = tensors
+            .tensor(name)
+            .map_err(|_| invalid(format!("{name} is missing")))?;
+        Ok(view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    let params = read_f32("params")?;
+    let best_params = read_f32("best_params")?;
+    let mut method = MethodState {
+        vectors: Vec::new(),
+        scalars: progress.method_scalars.clone(),
+    };
+    for (name, view) in tensors.tensors() {
+        if let Some(short) = name.strip_prefix("method.") {
+            let v = view
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
+            method.vectors.push((short.to_string(), v));
+        }
+    }
+    method.vectors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Checkpoint {
+        params,
+        best_params,
+        method,
+        progress,
+    })
+}
+
+/// Reads `checkpoint.json`, for tools that only need the counters.
+pub fn load_progress(dir: &Path) -> Result<Progress> {
+    let path = dir.join("checkpoint.json");
+    serde_json::from_str(&read_to_string(&path)?).map_err(|e| Error::Model {
+        path,
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,220 @@
+//! The run configuration: everything needed to repeat a run, as written to `config.toml`.
+
+use crate::data::{ScaleKind, TaskKind};
+use crate::methods::schedule::LrSchedule;
+use crate::methods::MethodSpec;
+use crate::nn::{Activation, Init, Loss};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// A whole run: data, model, training loop and method.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Where the data comes from and how it is split and scaled.
+    pub data: DataConfig,
+    /// The network.
+    pub model: ModelConfig,
+    /// Epochs, batches, seeds and stopping.
+    pub training: TrainingConfig,
+    /// The training method and its settings.
+    pub method: MethodSpec,
+}
+
+/// Data settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// `digits`, `iris`, `csv:PATH` or `idx:DIR`.
+    pub source: String,
+    /// classify, regress or autoencoder.
+    pub task: TaskKind,
+    /// Target column of a CSV file: a header name, or a 0-based index. Default: the last.
+    pub target: Option<String>,
+    /// Whether a CSV file has a header row; detected when unset.
+    pub header: Option<bool>,
+    /// Fraction of the training data held out for validation.
+    pub validation_fraction: f64,
+    /// Fraction held out for testing, when the source has no test split of its own.
+    pub test_fraction: f64,
+    /// Feature scaling; statistics come from the training part only. Unset: standardise,
+    /// or min-max for an autoencoder.
+    pub scale: Option<ScaleKind>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            source: "digits".into(),
+            task: TaskKind::Classify,
+            target: None,
+            header: None,
+            validation_fraction: 0.1,
+            test_fraction: 0.2,
+            scale: None,
+        }
+    }
+}
+
+/// Network settings. Input and output sizes come from the data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Hidden layer sizes; for an autoencoder, the encoder's, ending with the code size.
+    pub layers: Vec<usize>,
+    /// Activation after each hidden layer.
+    pub activation: Activation,
+    /// Dropout rate after each hidden activation, 0 for none.
+    pub dropout: f64,
+    /// Autoencoder decoder sizes; unset mirrors the encoder.
+    pub decoder: Option<Vec<usize>>,
+    /// Weight initialisation.
+    pub init: Init,
+    /// Loss; unset picks cross-entropy for classification and MSE otherwise.
+    pub loss: Option<Loss>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            layers: vec![128],
+            activation: Activation::Relu,
+            dropout: 0.0,
+            decoder: None,
+            init: Init::Auto,
+            loss: None,
+        }
+    }
+}
+
+/// Training loop settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Maximum number of epochs.
+    pub epochs: usize,
+    /// Samples per minibatch.
+    pub batch_size: usize,
+    /// Whether to drop the last incomplete batch of each epoch.
+    pub drop_last: bool,
+    /// Seed for splitting, shuffling, initialisation and dropout.
+    pub seed: u64,
+    /// Worker threads; 0 uses all cores.
+    pub threads: usize,
+    /// Stop after this many epochs without a better validation loss; unset never stops early.
+    pub patience: Option<usize>,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            epochs: 30,
+            batch_size: 32,
+            drop_last: false,
+            seed: 0,
+            threads: 0,
+            patience: Some(10),
+            schedule: LrSchedule::default(),
+        }
+    }
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            training: TrainingConfig::default(),
+            method: MethodSpec::default(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Parses a TOML config; unknown keys are errors that name the key.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Data(format!("invalid config: {e}")))
+    }
+
+    /// Encodes the config as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self)
+            .map_err(|e| Error::Data(format!("failed to encode config: {e}")))
+    }
+
+    /// The loss for this task.
+    pub fn loss(&self) -> Loss {
+        self.model.loss.unwrap_or(match self.data.task {
+            TaskKind::Classify => Loss::SoftmaxCrossEntropy,
+            TaskKind::Regress | TaskKind::Autoencoder => Loss::MeanSquaredError,
+        })
+    }
+
+    /// The feature scaling for this task.
+    pub fn scale(&self) -> ScaleKind {
+        self.data.scale.unwrap_or(match self.data.task {
+            TaskKind::Autoencoder => ScaleKind::MinMax,
+            _ => ScaleKind::Standardize,
+        })
+    }
+
+    /// Checks ranges that the types do not.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.training;
+        if t.batch_size == 0 {
+            return Err(Error::setting("batch-size", 0, "must be at least 1"));
+        }
+        if t.epochs == 0 {
+            return Err(Error::setting("epochs", 0, "must be at least 1"));
+        }
+        let (v, f) = (self.data.validation_fraction, self.data.test_fraction);
+        if !(0.0..1.0).contains(&v) {
+            return Err(Error::setting(
+                "validation-fraction",
+                v,
+                "must be in [0, 1)",
+            ));
+        }
+        if !(0.0..1.0).contains(&f) || v + f >= 1.0 {
+            return Err(Error::setting(
+                "test-fraction",
+                f,
+                "must be in [0, 1), with validation + test below 1",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.model.dropout) {
+            return Err(Error::setting(
+                "dropout",
+                self.model.dropout,
+                "must be in [0, 1)",
+            ));
+        }
+        if let Some(&0) = self.model.layers.iter().find(|&&u| u == 0) {
+            return Err(Error::setting(
+                "layers",
+                0,
+                "every layer needs at least 1 unit",
+            ));
+        }
+        if self.loss() == Loss::SoftmaxCrossEntropy && self.data.task != TaskKind::Classify {
+            return Err(Error::setting(
+                "loss",
+                "cross-entropy",
+                "cross-entropy needs --task classify; use mse or bce",
+            ));
+        }
+        if self.loss() == Loss::BinaryCrossEntropy
+            && self.data.task == TaskKind::Autoencoder
+            && self.scale() != ScaleKind::MinMax
+        {
+            return Err(Error::setting(
+                "scale",
+                format!("{:?}", self.scale()),
+                "bce needs inputs in [0, 1]; use --scale min-max",
+            ));
+        }
+        self.method.validate()
+    }
+}

@@ -1,0 +1,158 @@
+//! Trained models on disk: `model.safetensors` (parameters as f32, one tensor per layer
+//! parameter, named like PyTorch's `layers.{i}.weight`) and `model.json` (architecture,
+//! task and data scaling).
+
+use super::files::{read_to_string, write_atomic, write_json};
+use crate::data::{Scaler, TaskKind};
+use crate::nn::{LayerSpec, Loss, Network};
+use crate::tensor::Scalar;
+use crate::{Error, Result};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The format tag in `model.json`.
+pub const MODEL_FORMAT: &str = "gradus-model";
+
+/// Everything but the parameters: enough to rebuild the network and prepare its inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Always [`MODEL_FORMAT`].
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Task the model was trained for.
+    pub task: TaskKind,
+    /// Loss it was trained with.
+    pub loss: Loss,
+    /// Per-sample input shape.
+    pub input_shape: Vec<usize>,
+    /// Layers, in order.
+    pub layers: Vec<LayerSpec>,
+    /// Feature scaling fitted on the training data, applied before the network.
+    pub scaler: Scaler,
+    /// Regression target standardisation: the network predicts `(y − mean) / std`.
+    pub target_mean: Vec<f32>,
+    /// See `target_mean`.
+    pub target_std: Vec<f32>,
+    /// Class names for classification, in output order.
+    pub class_names: Vec<String>,
+    /// Input feature names, when the data had them.
+    pub feature_names: Vec<String>,
+    /// Target names for regression.
+    pub target_names: Vec<String>,
+}
+
+/// Encodes the named tensors of `params` as safetensors bytes, converting to f32.
+pub fn encode_params<T: Scalar>(network: &Network<T>, params: &[T]) -> Result<Vec<u8>> {
+    let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (i, (layer, range)) in network
+        .layers()
+        .iter()
+        .zip(network.param_ranges())
+        .enumerate()
+    {
+        for tensor in layer.param_tensors() {
+            let values = &params[range.start + tensor.range.start..range.start + tensor.range.end];
+            let bytes = values
+                .iter()
+                .flat_map(|v| (v.as_f64() as f32).to_le_bytes())
+                .collect();
+            blobs.push((format!("layers.{i}.{}", tensor.name), tensor.shape, bytes));
+        }
+    }
+    let views: Vec<(String, TensorView)> = blobs
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map_err(|e| Error::Data(format!("failed to encode tensor {name}: {e}")))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<_>>()?;
+    let metadata = HashMap::from([("format".to_string(), MODEL_FORMAT.to_string())]);
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::Data(format!("failed to encode parameters: {e}")))
+}
+
+/// Decodes parameters saved by [`encode_params`] into the flat layout of `network`.
+pub fn decode_params<T: Scalar>(network: &Network<T>, bytes: &[u8], path: &Path) -> Result<Vec<T>> {
+    let invalid = |reason: String| Error::Model {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
+    let mut params = vec![T::zero(); network.param_count()];
+    for (i, (layer, range)) in network
+        .layers()
+        .iter()
+        .zip(network.param_ranges())
+        .enumerate()
+    {
+        for tensor in layer.param_tensors() {
+            let name = format!("layers.{i}.{}", tensor.name);
+            let view = tensors
+                .tensor(&name)
+                .map_err(|_| invalid(format!("tensor {name} is missing")))?;
+            if view.dtype() != Dtype::F32 || view.shape() != tensor.shape.as_slice() {
+                return Err(invalid(format!(
+                    "tensor {name} is {:?} {:?}, expected F32 {:?}",
+                    view.dtype(),
+                    view.shape(),
+                    tensor.shape
+                )));
+            }
+            let out = &mut params[range.start + tensor.range.start..range.start + tensor.range.end];
+            for (o, chunk) in out.iter_mut().zip(view.data().chunks_exact(4)) {
+                let bytes = [chunk[0], chunk[1], chunk[2], chunk[3]];
+                *o = T::of(f32::from_le_bytes(bytes) as f64);
+            }
+        }
+    }
+    Ok(params)
+}
+
+/// Writes `model.json` and `model.safetensors` into `dir`.
+pub fn save<T: Scalar>(
+    dir: &Path,
+    info: &ModelInfo,
+    network: &Network<T>,
+    params: &[T],
+) -> Result<()> {
+    write_atomic(
+        &dir.join("model.safetensors"),
+        &encode_params(network, params)?,
+    )?;
+    write_json(&dir.join("model.json"), info)
+}
+
+/// Reads `model.json` from a run folder.
+pub fn load_info(dir: &Path) -> Result<ModelInfo> {
+    let path = dir.join("model.json");
+    if !path.exists() {
+        return Err(Error::Data(format!(
+            "no model in {}: expected model.json from `gradus train --out {}`",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    let info: ModelInfo =
+        serde_json::from_str(&read_to_string(&path)?).map_err(|e| Error::Model {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    if info.format != MODEL_FORMAT {
+        return Err(Error::Model {
+            path,
+            reason: format!("format is {:?}, expected {MODEL_FORMAT:?}", info.format),
+        });
+    }
+    Ok(info)
+}
+
+/// Reads the parameters from `model.safetensors` in `dir` for `network`.
+pub fn load_params<T: Scalar>(dir: &Path, network: &Network<T>) -> Result<Vec<T>> {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("failed to read", &path, e))?;
+    decode_params(network, &bytes, &path)
+}

@@ -1,0 +1,489 @@
+//! The training loop: epochs of method steps, validation, early stopping, checkpoints and
+//! the run folder's files.
+
+use super::checkpoint::{self, Checkpoint, Progress};
+use super::config::RunConfig;
+use super::evaluate::{evaluate, mean_image_error, EvalSpec, Metrics, Prepared};
+use super::files::{append_line_atomic, create_run_dir, write_atomic, write_json};
+use super::model;
+use super::prepare::{setup, Setup};
+use crate::data::{Batches, TaskKind};
+use crate::methods::{Batching, Method, StepContext};
+use crate::nn::{Mode, Network, Workspace};
+use crate::objective::{Counter, NetworkObjective};
+use crate::tensor::{flush_denormals, Cpu};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Mean of the step losses of this epoch.
+    pub train_loss: f64,
+    /// Validation metrics; the loss is NaN when there is no validation part.
+    pub validation: Metrics,
+    /// Learning-rate multiplier at the end of the epoch.
+    pub lr_factor: f64,
+    /// Seconds since the run started, steps and evaluation included.
+    pub elapsed_seconds: f64,
+    /// Evaluations so far, in forward-sample units.
+    pub evaluations: u64,
+    /// Gradient evaluations so far.
+    pub gradient_evaluations: u64,
+    /// Steps skipped so far because of a non-finite gradient.
+    pub skipped_steps: u64,
+}
+
+/// The final record of a run, written as `summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    /// Method name.
+    pub method: String,
+    /// Task.
+    pub task: TaskKind,
+    /// Data source.
+    pub data: String,
+    /// Epochs run.
+    pub epochs: usize,
+    /// Epoch whose parameters were kept.
+    pub best_epoch: usize,
+    /// Wall time of the whole run, data loading included.
+    pub wall_seconds: f64,
+    /// Loss on the whole training part with the kept parameters.
+    pub train_loss: f64,
+    /// Validation loss with the kept parameters.
+    pub validation_loss: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Test accuracy (classification).
+    pub test_accuracy: Option<f64>,
+    /// Test RMSE in target units (regression).
+    pub test_rmse: Option<f64>,
+    /// Test R² (regression).
+    pub test_r2: Option<f64>,
+    /// Test reconstruction error (autoencoder).
+    pub test_reconstruction_error: Option<f64>,
+    /// Reconstruction error of predicting the training mean (autoencoder).
+    pub baseline_reconstruction_error: Option<f64>,
+    /// Training samples processed per second of step time.
+    pub samples_per_second: f64,
+    /// Gradient evaluations.
+    pub gradient_evaluations: u64,
+    /// Evaluations in forward-sample units.
+    pub evaluations: u64,
+    /// Steps skipped because of a non-finite gradient.
+    pub skipped_steps: u64,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Samples in the training, validation and test parts.
+    pub samples: [usize; 3],
+    /// The seed.
+    pub seed: u64,
+}
+
+/// Receives progress from the loop; the binary draws bars and logs through it.
+pub trait Observer {
+    /// Called once before the first epoch with the epoch count and steps per epoch.
+    fn on_start(&mut self, _epochs: usize, _steps_per_epoch: usize, _setup: &Setup) {}
+    /// Called after every step with its loss.
+    fn on_step(&mut self, _epoch: usize, _loss: f64) {}
+    /// Called after every epoch.
+    fn on_epoch(&mut self, _record: &EpochRecord) {}
+}
+
+/// An observer that does nothing.
+pub struct Silent;
+
+impl Observer for Silent {}
+
+/// Where a run writes and whether it continues an earlier one.
+pub struct RunOptions {
+    /// The run folder.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its checkpoint.
+    pub resume: bool,
+}
+
+/// Runs training as the config says and writes the run folder.
+pub fn train(
+    config: &RunConfig,
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Summary> {
+    let started = Instant::now();
+    config.validate()?;
+    let setup = setup(config)?;
+    let dir = options.out.as_path();
+    let restored = if options.resume {
+        Some(checkpoint::load(dir)?)
+    } else {
+        create_run_dir(dir)?;
+        write_atomic(&dir.join("config.toml"), config.to_toml()?.as_bytes())?;
+        None
+    };
+    let mut run = Run::new(config, setup, restored)?;
+    observer.on_start(config.training.epochs, run.steps_per_epoch(), &run.setup);
+    run.train_epochs(dir, observer, started)?;
+    run.finish(dir, started)
+}
+
+/// State of a run in progress.
+struct Run<'c> {
+    config: &'c RunConfig,
+    setup: Setup,
+    network: Network<f32>,
+    method: Box<dyn Method<f32>>,
+    params: Vec<f32>,
+    best_params: Vec<f32>,
+    progress: Progress,
+    counter: Arc<Counter>,
+    eval_ws: Workspace<f32>,
+}
+
+impl<'c> Run<'c> {
+    fn new(config: &'c RunConfig, setup: Setup, restored: Option<Checkpoint>) -> Result<Self> {
+        let threads = match config.training.threads {
+            0 => rayon::current_num_threads(),
+            n => n,
+        };
+        let kernels = Arc::new(Cpu::new(threads));
+        let network = Network::new(&setup.info.input_shape, &setup.info.layers, kernels)?;
+        let mut method = config.method.build::<f32>()?;
+        let (params, best_params, progress) = match restored {
+            Some(c) => {
+                if c.params.len() != network.param_count() {
+                    return Err(Error::Data(format!(
+                        "checkpoint has {} parameters but the config builds {}; resume with the \
+                         run's own config.toml",
+                        c.params.len(),
+                        network.param_count()
+                    )));
+                }
+                method.load_state(&c.method)?;
+                (c.params, c.best_params, c.progress)
+            }
+            None => {
+                let p = network.init_params(config.model.init, config.training.seed);
+                let progress = Progress {
+                    best_loss: f64::INFINITY,
+                    ..Progress::default()
+                };
+                (p.clone(), p, progress)
+            }
+        };
+        let counter = Arc::new(Counter::default());
+        counter.add(progress.evaluations);
+        let eval_ws = network.workspace(super::evaluate::EVAL_BATCH.min(setup.train.len.max(1)));
+        Ok(Run {
+            config,
+            setup,
+            network,
+            method,
+            params,
+            best_params,
+            progress,
+            counter,
+            eval_ws,
+        })
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        match self.method.batching() {
+            Batching::FullBatch => 1,
+            Batching::MiniBatch => {
+                let (n, b) = (self.setup.train.len, self.config.training.batch_size);
+                if self.config.training.drop_last {
+                    n / b
+                } else {
+                    n.div_ceil(b)
+                }
+            }
+        }
+    }
+
+    fn evaluate(&mut self, params: &[f32], which: Which) -> Metrics {
+        let spec = EvalSpec {
+            task: self.setup.info.task,
+            loss: self.setup.info.loss,
+            target_std: &self.setup.info.target_std,
+        };
+        let data = match which {
+            Which::Train => &self.setup.train,
+            Which::Validation => &self.setup.validation,
+            Which::Test => &self.setup.test,
+        };
+        evaluate(&self.network, params, data, &spec, &mut self.eval_ws)
+    }
+
+    fn train_epochs(
+        &mut self,
+        dir: &Path,
+        observer: &mut dyn Observer,
+        started: Instant,
+    ) -> Result<()> {
+        // The training data moves out for the loop, because steps borrow the run mutably.
+        let train = std::mem::take(&mut self.setup.train);
+        let result = self.train_epochs_on(&train, dir, observer, started);
+        self.setup.train = train;
+        result
+    }
+
+    fn train_epochs_on(
+        &mut self,
+        train: &Prepared,
+        dir: &Path,
+        observer: &mut dyn Observer,
+        started: Instant,
+    ) -> Result<()> {
+        flush_denormals();
+        let t = &self.config.training;
+        let (batch_size, epochs, seed) = (t.batch_size, t.epochs, t.seed);
+        let (din, dout) = (self.network.input_size(), self.network.output_size());
+        let full = self.method.batching() == Batching::FullBatch;
+        let capacity = if full { train.len } else { batch_size };
+        let mut xb = vec![0.0f32; capacity * din];
+        let mut tb = vec![0.0f32; capacity * dout];
+        let mut workspace = Some(self.network.workspace(capacity));
+        let mut batches = Batches::new(train.len, batch_size, t.drop_last, None)?;
+
+        while self.progress.epochs_done < epochs && !self.progress.finished {
+            let epoch = self.progress.epochs_done;
+            batches.reshuffle(epoch_seed(seed, epoch));
+            let step_started = Instant::now();
+            let (mut loss_sum, mut steps) = (0.0, 0usize);
+            let mut lr_factor = 1.0;
+            if full {
+                let ctx = self.context(epoch);
+                lr_factor = ctx.lr_factor;
+                let loss = self.step(&train.x, &train.t, train.len, &ctx, &mut workspace)?;
+                observer.on_step(epoch, loss);
+                (loss_sum, steps) = (loss, 1);
+                self.progress.samples += train.len as u64;
+            } else {
+                for indices in batches.iter() {
+                    let n = indices.len();
+                    gather(train, indices, din, dout, &mut xb, &mut tb);
+                    let ctx = self.context(epoch);
+                    lr_factor = ctx.lr_factor;
+                    let loss =
+                        self.step(&xb[..n * din], &tb[..n * dout], n, &ctx, &mut workspace)?;
+                    observer.on_step(epoch, loss);
+                    loss_sum += loss;
+                    steps += 1;
+                    self.progress.samples += n as u64;
+                }
+            }
+            self.progress.train_seconds += step_started.elapsed().as_secs_f64();
+            self.end_epoch(
+                dir,
+                observer,
+                started,
+                loss_sum / steps.max(1) as f64,
+                lr_factor,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn context(&self, epoch: usize) -> StepContext {
+        let step = self.progress.steps;
+        StepContext {
+            lr_factor: self.config.training.schedule.factor(step, epoch),
+            step,
+            epoch,
+        }
+    }
+
+    /// Takes one method step on a batch and returns its loss; a non-finite loss stops the run.
+    fn step(
+        &mut self,
+        x: &[f32],
+        t: &[f32],
+        n: usize,
+        ctx: &StepContext,
+        workspace: &mut Option<Workspace<f32>>,
+    ) -> Result<f64> {
+        let seed = epoch_seed(self.config.training.seed, ctx.step as usize) ^ 0xD1B5;
+        let mut objective = NetworkObjective::with_workspace(
+            &self.network,
+            self.setup.info.loss,
+            x,
+            t,
+            n,
+            Mode::Train,
+            seed,
+            Arc::clone(&self.counter),
+            workspace.take(),
+        );
+        let report = self.method.step(&mut self.params, &mut objective, ctx);
+        *workspace = Some(objective.into_workspace());
+        let report = report?;
+        self.progress.steps += 1;
+        if report.skipped {
+            self.progress.skipped_steps += 1;
+            tracing::warn!(step = ctx.step, "skipped a step with a non-finite gradient");
+        }
+        if !report.loss.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "the training loss became {} at epoch {}, step {}; the last checkpoint is \
+                 intact. Lower the learning rate (--lr) or enable clipping",
+                report.loss,
+                ctx.epoch + 1,
+                ctx.step + 1
+            )));
+        }
+        self.progress.finished |= report.finished;
+        Ok(report.loss)
+    }
+
+    fn end_epoch(
+        &mut self,
+        dir: &Path,
+        observer: &mut dyn Observer,
+        started: Instant,
+        train_loss: f64,
+        lr_factor: f64,
+    ) -> Result<()> {
+        self.progress.epochs_done += 1;
+        let epoch = self.progress.epochs_done;
+        let params = std::mem::take(&mut self.params);
+        let has_validation = self.setup.validation.len > 0;
+        let validation = if has_validation {
+            self.evaluate(&params, Which::Validation)
+        } else {
+            Metrics {
+                loss: f64::NAN,
+                ..Metrics::default()
+            }
+        };
+        // Without a validation part the training loss decides which epoch is best.
+        let score = if has_validation {
+            validation.loss
+        } else {
+            train_loss
+        };
+        if score < self.progress.best_loss {
+            self.progress.best_loss = score;
+            self.progress.best_epoch = epoch;
+            self.progress.epochs_without_improvement = 0;
+            self.best_params.copy_from_slice(&params);
+        } else {
+            self.progress.epochs_without_improvement += 1;
+        }
+        self.params = params;
+        if let Some(patience) = self.config.training.patience {
+            if self.progress.epochs_without_improvement >= patience {
+                tracing::info!(epoch, patience, "stopping early");
+                self.progress.finished = true;
+            }
+        }
+        self.progress.evaluations = self.counter.units();
+        self.progress.gradient_evaluations += self.counter.gradients();
+        self.counter = Arc::new(Counter::default());
+        self.counter.add(self.progress.evaluations);
+        let record = EpochRecord {
+            epoch,
+            train_loss,
+            validation,
+            lr_factor,
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            evaluations: self.progress.evaluations,
+            gradient_evaluations: self.progress.gradient_evaluations,
+            skipped_steps: self.progress.skipped_steps,
+        };
+        let line = serde_json::to_string(&record).unwrap_or_default();
+        append_line_atomic(&dir.join("metrics.jsonl"), &line)?;
+        self.save_checkpoint(dir)?;
+        observer.on_epoch(&record);
+        Ok(())
+    }
+
+    fn save_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let state = self.method.save_state();
+        self.progress.method_scalars = state.scalars.clone();
+        checkpoint::save(
+            dir,
+            &Checkpoint {
+                params: self.params.clone(),
+                best_params: self.best_params.clone(),
+                method: state,
+                progress: self.progress.clone(),
+            },
+        )
+    }
+
+    fn finish(mut self, dir: &Path, started: Instant) -> Result<Summary> {
+        let best = std::mem::take(&mut self.best_params);
+        let train = self.evaluate(&best, Which::Train);
+        let validation = self.evaluate(&best, Which::Validation);
+        let test = self.evaluate(&best, Which::Test);
+        model::save(dir, &self.setup.info, &self.network, &best)?;
+        let baseline = (self.setup.info.task == TaskKind::Autoencoder)
+            .then(|| mean_image_error(&self.setup.train, &self.setup.test));
+        let p = &self.progress;
+        let summary = Summary {
+            method: self.method.name().to_string(),
+            task: self.setup.info.task,
+            data: self.config.data.source.clone(),
+            epochs: p.epochs_done,
+            best_epoch: p.best_epoch,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            train_loss: train.loss,
+            validation_loss: validation.loss,
+            test_loss: test.loss,
+            test_accuracy: test.accuracy,
+            test_rmse: test.rmse,
+            test_r2: test.r2,
+            test_reconstruction_error: test.reconstruction_error,
+            baseline_reconstruction_error: baseline,
+            samples_per_second: p.samples as f64 / p.train_seconds.max(1e-9),
+            gradient_evaluations: p.gradient_evaluations,
+            evaluations: p.evaluations,
+            skipped_steps: p.skipped_steps,
+            parameters: self.network.param_count(),
+            samples: [
+                self.setup.train.len,
+                self.setup.validation.len,
+                self.setup.test.len,
+            ],
+            seed: self.config.training.seed,
+        };
+        write_json(&dir.join("summary.json"), &summary)?;
+        Ok(summary)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Train,
+    Validation,
+    Test,
+}
+
+/// Mixes the run seed with an epoch or step number (SplitMix64 finaliser).
+fn epoch_seed(seed: u64, n: usize) -> u64 {
+    let mut z = seed.wrapping_add((n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Copies the rows `indices` of a prepared set into the batch buffers.
+fn gather(
+    data: &Prepared,
+    indices: &[usize],
+    din: usize,
+    dout: usize,
+    x: &mut [f32],
+    t: &mut [f32],
+) {
+    for (k, &i) in indices.iter().enumerate() {
+        x[k * din..(k + 1) * din].copy_from_slice(&data.x[i * din..(i + 1) * din]);
+        t[k * dout..(k + 1) * dout].copy_from_slice(&data.t[i * dout..(i + 1) * dout]);
+    }
+}

@@ -1,0 +1,474 @@
+//! End-to-end tests of the `gradus` binary on real data, including every bad input that must
+//! produce one clear error line and exit code 2.
+
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gradus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradus"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("failed to start gradus")
+}
+
+fn shared(path: &str) -> String {
+    format!("{}/../shared/data/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn summary(dir: &Path) -> Value {
+    let text = fs::read_to_string(dir.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_ok(o: &Output) {
+    assert!(o.status.success(), "gradus failed: {}", stderr(o));
+}
+
+/// Checks a bad input: exit code 2, one error line containing `needle`, no panic.
+fn assert_bad_input(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+fn out_arg(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+#[test]
+fn default_train_reaches_accuracy_on_digits() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "r1");
+    let o = gradus(&["train", "--out", out.to_str().unwrap()]);
+    assert_ok(&o);
+    let s = summary(&out);
+    for key in [
+        "method",
+        "task",
+        "epochs",
+        "wall_seconds",
+        "train_loss",
+        "test_loss",
+        "test_accuracy",
+        "test_rmse",
+        "test_r2",
+        "test_reconstruction_error",
+        "samples_per_second",
+        "gradient_evaluations",
+        "parameters",
+    ] {
+        assert!(s.get(key).is_some(), "summary.json lacks {key}");
+    }
+    let accuracy = s["test_accuracy"].as_f64().expect("accuracy");
+    assert!(accuracy >= 0.97, "test accuracy {accuracy}");
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "model.safetensors",
+        "model.json",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+}
+
+#[test]
+fn sgd_runs_with_same_seed_are_identical() {
+    let dir = temp();
+    let mut losses = Vec::new();
+    for name in ["a", "b"] {
+        let out = out_arg(dir.path(), name);
+        let args = [
+            "train", "--data", "digits", "--method", "sgd", "--seed", "1",
+        ];
+        let o = gradus(
+            &[
+                &args[..],
+                &["--threads", "1", "--epochs", "5", "--out"],
+                &[out.to_str().unwrap()],
+            ]
+            .concat(),
+        );
+        assert_ok(&o);
+        let s = summary(&out);
+        losses.push((s["train_loss"].clone(), s["test_loss"].clone()));
+    }
+    assert_eq!(losses[0], losses[1]);
+}
+
+#[test]
+fn config_file_reruns_a_run() {
+    let dir = temp();
+    let first = out_arg(dir.path(), "first");
+    let o = gradus(&[
+        "train",
+        "--data",
+        "iris",
+        "--layers",
+        "8",
+        "--epochs",
+        "20",
+        "--threads",
+        "1",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let second = out_arg(dir.path(), "second");
+    let config = first.join("config.toml");
+    let o = gradus(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    assert_eq!(summary(&first)["test_loss"], summary(&second)["test_loss"]);
+}
+
+#[test]
+fn csv_classification_with_named_target() {
+    let dir = temp();
+    let csv = dir.path().join("flowers.csv");
+    let iris = fs::read_to_string(shared("iris/iris.csv")).expect("iris");
+    let names = ["setosa", "versicolor", "virginica"];
+    let mut text = String::from("species,sepal_length,sepal_width,petal_length,petal_width\n");
+    for line in iris.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let label: usize = cells[4].trim().parse().expect("label");
+        text.push_str(&format!("{},{}\n", names[label], cells[..4].join(",")));
+    }
+    fs::write(&csv, text).expect("write csv");
+    let out = out_arg(dir.path(), "run");
+    let data = format!("csv:{}", csv.display());
+    let o = gradus(&[
+        "train",
+        "--data",
+        &data,
+        "--target",
+        "species",
+        "--layers",
+        "16",
+        "--epochs",
+        "60",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let accuracy = summary(&out)["test_accuracy"].as_f64().expect("accuracy");
+    assert!(accuracy >= 0.85, "accuracy {accuracy}");
+
+    // The trained model predicts a CSV of raw features, and evaluates on the labelled file.
+    let features = dir.path().join("features.csv");
+    fs::write(&features, "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n").expect("write");
+    let o = gradus(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--input",
+        features.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert!(rows[1].starts_with("setosa,"), "{stdout}");
+    assert!(rows[2].starts_with("virginica,"), "{stdout}");
+    let o = gradus(&[
+        "evaluate",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        &data,
+        "--target",
+        "species",
+    ]);
+    assert_ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("accuracy"));
+}
+
+#[test]
+fn csv_regression_reports_rmse_and_r2() {
+    let dir = temp();
+    let csv = dir.path().join("curve.csv");
+    let mut text = String::from("a,b,y\n");
+    for i in 0..400 {
+        let a = (i as f64 * 0.37).sin() * 2.0;
+        let b = (i as f64 * 0.11).cos();
+        let y = 3.0 * a - 2.0 * b * b + 0.5 * a * b + 100.0;
+        text.push_str(&format!("{a},{b},{y}\n"));
+    }
+    fs::write(&csv, text).expect("write");
+    let out = out_arg(dir.path(), "run");
+    let data = format!("csv:{}", csv.display());
+    let o = gradus(&[
+        "train",
+        "--data",
+        &data,
+        "--task",
+        "regress",
+        "--layers",
+        "32,32",
+        "--epochs",
+        "80",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let s = summary(&out);
+    let r2 = s["test_r2"].as_f64().expect("r2");
+    let rmse = s["test_rmse"].as_f64().expect("rmse");
+    assert!(r2 > 0.95, "R² {r2}");
+    assert!(rmse < 1.0, "RMSE {rmse}");
+}
+
+#[test]
+fn autoencoder_beats_mean_image() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "ae");
+    let data = format!("idx:{}", shared("mnist-10k"));
+    let o = gradus(&[
+        "train",
+        "--data",
+        &data,
+        "--task",
+        "autoencoder",
+        "--layers",
+        "128,32",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let s = summary(&out);
+    let error = s["test_reconstruction_error"].as_f64().expect("error");
+    let baseline = s["baseline_reconstruction_error"]
+        .as_f64()
+        .expect("baseline");
+    assert!(
+        error < 0.7 * baseline,
+        "error {error} vs mean image {baseline}"
+    );
+}
+
+#[test]
+fn resume_continues_a_run() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "run");
+    let o = gradus(&[
+        "train",
+        "--data",
+        "iris",
+        "--epochs",
+        "3",
+        "--patience",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    assert_eq!(summary(&out)["epochs"], 3);
+    let o = gradus(&["train", "--resume", out.to_str().unwrap(), "--epochs", "6"]);
+    assert_ok(&o);
+    assert_eq!(summary(&out)["epochs"], 6);
+    let lines = fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(lines.lines().count(), 6);
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let o = gradus(&["train", "--data", "csv:/nonexistent/data.csv"]);
+    assert_bad_input(&o, "/nonexistent/data.csv");
+}
+
+#[test]
+fn ragged_row_is_reported() {
+    let dir = temp();
+    let csv = dir.path().join("ragged.csv");
+    fs::write(&csv, "1,2,0\n3,4,1\n5,1\n").expect("write");
+    let o = gradus(&["train", "--data", &format!("csv:{}", csv.display())]);
+    assert_bad_input(&o, "line 3");
+}
+
+#[test]
+fn non_numeric_cell_is_reported() {
+    let dir = temp();
+    let csv = dir.path().join("text.csv");
+    fs::write(&csv, "x,y,label\n1,2,0\n3,abc,1\n").expect("write");
+    let o = gradus(&["train", "--data", &format!("csv:{}", csv.display())]);
+    assert_bad_input(&o, "abc");
+}
+
+#[test]
+fn missing_target_column_is_reported() {
+    let dir = temp();
+    let csv = dir.path().join("t.csv");
+    fs::write(&csv, "x,y,label\n1,2,0\n3,4,1\n").expect("write");
+    let o = gradus(&[
+        "train",
+        "--data",
+        &format!("csv:{}", csv.display()),
+        "--target",
+        "price",
+    ]);
+    assert_bad_input(&o, "price");
+}
+
+#[test]
+fn label_outside_class_range_is_reported() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "iris");
+    assert_ok(&gradus(&[
+        "train",
+        "--data",
+        "iris",
+        "--epochs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let csv = dir.path().join("bad.csv");
+    fs::write(&csv, "5.1,3.5,1.4,0.2,0\n6.7,3.0,5.2,2.3,7\n").expect("write");
+    let o = gradus(&[
+        "evaluate",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        &format!("csv:{}", csv.display()),
+    ]);
+    assert_bad_input(&o, "7");
+}
+
+#[test]
+fn idx_header_mismatch_is_reported() {
+    let dir = temp();
+    let idx = dir.path().join("idx");
+    fs::create_dir(&idx).expect("mkdir");
+    // Header says 5 images of 2x2 but only 8 pixel bytes follow.
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0, 2];
+    images.extend([0u8; 8]);
+    fs::write(idx.join("images-idx3-ubyte"), images).expect("write");
+    fs::write(
+        idx.join("labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 5, 0, 1, 0, 1, 0],
+    )
+    .expect("write");
+    let o = gradus(&["train", "--data", &format!("idx:{}", idx.display())]);
+    assert_bad_input(&o, "images-idx3-ubyte");
+}
+
+#[test]
+fn empty_data_set_is_reported() {
+    let dir = temp();
+    let csv = dir.path().join("empty.csv");
+    fs::write(&csv, "x,y,label\n").expect("write");
+    let o = gradus(&["train", "--data", &format!("csv:{}", csv.display())]);
+    assert_bad_input(&o, "empty");
+}
+
+#[test]
+fn zero_batch_size_is_reported() {
+    let o = gradus(&["train", "--batch-size", "0"]);
+    assert_bad_input(&o, "batch-size");
+}
+
+#[test]
+fn negative_learning_rate_is_reported() {
+    let o = gradus(&["train", "--lr", "-0.1"]);
+    assert_bad_input(&o, "-0.1");
+}
+
+#[test]
+fn existing_run_is_not_overwritten() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "run");
+    assert_ok(&gradus(&[
+        "train",
+        "--data",
+        "iris",
+        "--epochs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let before = fs::read(out.join("model.safetensors")).expect("model");
+    let o = gradus(&[
+        "train",
+        "--data",
+        "iris",
+        "--epochs",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_bad_input(&o, "--resume");
+    assert_eq!(
+        fs::read(out.join("model.safetensors")).expect("model"),
+        before
+    );
+}
+
+#[test]
+fn unknown_method_lists_valid_names() {
+    let o = gradus(&["train", "--method", "adamm"]);
+    assert_bad_input(&o, "adamw");
+}
+
+#[test]
+fn divergent_training_stops_with_error() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "run");
+    let o = gradus(&[
+        "train",
+        "--data",
+        "digits",
+        "--method",
+        "sgd",
+        "--lr",
+        "1e30",
+        "--epochs",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("non-finite") || err.contains("became"),
+        "{err}"
+    );
+    assert!(
+        !out.join("model.safetensors").exists(),
+        "a diverged model must not be saved"
+    );
+}
+
+#[test]
+fn datasets_lists_builtins() {
+    let o = gradus(&["datasets"]);
+    assert_ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("digits") && stdout.contains("iris"),
+        "{stdout}"
+    );
+}

@@ -56,6 +56,8 @@ mod minres;
 
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::str::FromStr;

@@ -208,6 +208,47 @@ pub fn assert_solves(problem: &Problem, method: KrylovMethod, rtol: f64) {
     );
 }
 
+/// An operator that works for `limit` applications and returns NaN after that.
+pub struct NanAfter {
+    pub inner: DenseMatrix<f64>,
+    pub limit: usize,
+    pub applications: usize,
+}
+
+impl NanAfter {
+    fn next(&mut self, y: &mut [f64]) -> bool {
+        self.applications += 1;
+        if self.applications > self.limit {
+            y.fill(f64::NAN);
+            return false;
+        }
+        true
+    }
+}
+
+impl LinearOperator<f64> for NanAfter {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn apply(&mut self, x: &[f64], y: &mut [f64]) {
+        if self.next(y) {
+            self.inner.apply(x, y);
+        }
+    }
+
+    fn apply_transpose(&mut self, x: &[f64], y: &mut [f64]) -> bool {
+        if self.next(y) {
+            self.inner.apply_transpose(x, y);
+        }
+        true
+    }
+
+    fn is_symmetric(&self) -> bool {
+        self.inner.is_symmetric()
+    }
+}
+
 /// A matrix that hides its transpose.
 pub struct NoTranspose(pub DenseMatrix<f64>);
 

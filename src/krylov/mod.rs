@@ -55,6 +55,8 @@ mod gmres;
 mod minres;
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;

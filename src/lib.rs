@@ -13,6 +13,7 @@
 
 pub mod data;
 pub mod error;
+pub mod krylov;
 pub mod methods;
 pub mod nn;
 pub mod objective;

@@ -2,8 +2,10 @@
 //! vector using only what an [`Objective`] gives (values, gradients, curvature products).
 
 pub mod clip;
+pub mod schedule;
 
 pub use clip::Clip;
+pub use schedule::{LrSchedule, Schedule};
 
 use crate::objective::Objective;
 use crate::tensor::Scalar;

@@ -2,6 +2,7 @@
 //! vector using only what an [`Objective`] gives (values, gradients, curvature products).
 
 pub mod clip;
+pub mod first_order;
 pub mod schedule;
 
 pub use clip::Clip;

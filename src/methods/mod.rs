@@ -6,6 +6,7 @@ pub mod first_order;
 pub mod schedule;
 
 pub use clip::Clip;
+pub use first_order::FirstOrderSpec;
 pub use schedule::{LrSchedule, Schedule};
 
 use crate::objective::Objective;

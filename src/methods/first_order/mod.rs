@@ -29,14 +29,18 @@ mod momentum;
 mod rmsprop;
 mod sgd;
 mod shared_step;
+mod spec;
 mod state;
 mod validate;
 
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod tests;
 
 pub use adagrad::{AdaGrad, AdaGradSettings};
 pub use adam::{Adam, AdamSettings, AdamW, AdamWSettings};
 pub use momentum::{Momentum, MomentumSettings, Nesterov, NesterovSettings};
 pub use rmsprop::{RmsProp, RmsPropSettings};
 pub use sgd::{GdSettings, GradientDescent, Sgd, SgdSettings};
+pub use spec::FirstOrderSpec;

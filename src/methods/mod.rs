@@ -1,6 +1,14 @@
 //! Training methods. Every method implements [`Method`]: it steps over the flat parameter
 //! vector using only what an [`Objective`] gives (values, gradients, curvature products).
 
+pub mod clip;
+pub mod first_order;
+pub mod schedule;
+
+pub use clip::Clip;
+pub use first_order::FirstOrderSpec;
+pub use schedule::{LrSchedule, Schedule};
+
 use crate::objective::Objective;
 use crate::tensor::Scalar;
 use crate::Result;

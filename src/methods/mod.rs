@@ -94,8 +94,6 @@ pub trait Method<T: Scalar>: Send {
     }
 }
 
-pub mod first_order;
-pub mod schedule;
 pub mod second_order;
 mod spec;
 

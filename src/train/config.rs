@@ -215,6 +215,7 @@ impl RunConfig {
                 "bce needs inputs in [0, 1]; use --scale min-max",
             ));
         }
+        self.training.schedule.validate()?;
         self.method.validate()
     }
 }

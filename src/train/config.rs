@@ -77,7 +77,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            layers: vec![128],
+            layers: vec![256, 128],
             activation: Activation::Relu,
             dropout: 0.0,
             decoder: None,
@@ -110,7 +110,7 @@ pub struct TrainingConfig {
 impl Default for TrainingConfig {
     fn default() -> Self {
         TrainingConfig {
-            epochs: 30,
+            epochs: 100,
             batch_size: 32,
             drop_last: false,
             seed: 0,

@@ -166,7 +166,9 @@ fn csv_classification_with_named_target() {
         "--layers",
         "16",
         "--epochs",
-        "60",
+        "100",
+        "--lr",
+        "0.01",
         "--out",
         out.to_str().unwrap(),
     ]);

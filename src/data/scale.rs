@@ -17,6 +17,9 @@ pub enum ScaleKind {
     Standardize,
     /// Map the training range of each feature to `[0, 1]`.
     MinMax,
+    /// Map the training range of all features together to `[0, 1]`, as dividing pixels by
+    /// 255 does. Suits images, where a per-pixel scale would blow up rare border pixels.
+    GlobalMinMax,
 }
 
 impl FromStr for ScaleKind {
@@ -27,10 +30,11 @@ impl FromStr for ScaleKind {
             "none" => Ok(ScaleKind::None),
             "standardize" => Ok(ScaleKind::Standardize),
             "min-max" => Ok(ScaleKind::MinMax),
+            "global-min-max" => Ok(ScaleKind::GlobalMinMax),
             _ => Err(Error::setting(
                 "scale",
                 format!("{s:?}"),
-                "expected none, standardize or min-max",
+                "expected none, standardize, min-max or global-min-max",
             )),
         }
     }
@@ -42,6 +46,7 @@ impl fmt::Display for ScaleKind {
             ScaleKind::None => "none",
             ScaleKind::Standardize => "standardize",
             ScaleKind::MinMax => "min-max",
+            ScaleKind::GlobalMinMax => "global-min-max",
         })
     }
 }
@@ -115,6 +120,14 @@ impl Scaler {
                     offset[j] = min[j];
                     scale[j] = nonzero_scale(f64::from(max[j]) - f64::from(min[j]));
                 }
+            }
+            ScaleKind::GlobalMinMax => {
+                let (min, max) = data
+                    .features
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                offset.fill(min);
+                scale.fill(nonzero_scale(f64::from(max) - f64::from(min)));
             }
         }
         Scaler {
@@ -289,5 +302,19 @@ mod tests {
         assert_eq!("min-max".parse::<ScaleKind>().ok(), Some(ScaleKind::MinMax));
         let message = "unit".parse::<ScaleKind>().unwrap_err().to_string();
         assert!(message.contains("\"unit\""), "{message}");
+    }
+
+    #[test]
+    fn global_min_max_uses_one_range_for_all_features() {
+        let data = Dataset {
+            name: "pixels".into(),
+            features: vec![0.0, 10.0, 255.0, 20.0],
+            sample_dims: vec![2],
+            feature_names: Vec::new(),
+            targets: Targets::None,
+        };
+        let scaler = Scaler::fit(ScaleKind::GlobalMinMax, &data);
+        assert_eq!(scaler.offset, vec![0.0, 0.0]);
+        assert_eq!(scaler.scale, vec![255.0, 255.0]);
     }
 }

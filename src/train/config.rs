@@ -37,8 +37,8 @@ pub struct DataConfig {
     pub validation_fraction: f64,
     /// Fraction held out for testing, when the source has no test split of its own.
     pub test_fraction: f64,
-    /// Feature scaling; statistics come from the training part only. Unset: standardise,
-    /// or min-max for an autoencoder.
+    /// Feature scaling; statistics come from the training part only. Unset: global min-max
+    /// for images, min-max for other autoencoder data, and standardisation otherwise.
     pub scale: Option<ScaleKind>,
 }
 
@@ -152,11 +152,12 @@ impl RunConfig {
         })
     }
 
-    /// The feature scaling for this task.
-    pub fn scale(&self) -> ScaleKind {
-        self.data.scale.unwrap_or(match self.data.task {
-            TaskKind::Autoencoder => ScaleKind::MinMax,
-            _ => ScaleKind::Standardize,
+    /// The feature scaling for this task and data; `image` says whether samples are images.
+    pub fn scale(&self, image: bool) -> ScaleKind {
+        self.data.scale.unwrap_or(match (image, self.data.task) {
+            (true, _) => ScaleKind::GlobalMinMax,
+            (false, TaskKind::Autoencoder) => ScaleKind::MinMax,
+            (false, _) => ScaleKind::Standardize,
         })
     }
 
@@ -205,14 +206,15 @@ impl RunConfig {
                 "cross-entropy needs --task classify; use mse or bce",
             ));
         }
-        if self.loss() == Loss::BinaryCrossEntropy
-            && self.data.task == TaskKind::Autoencoder
-            && self.scale() != ScaleKind::MinMax
+        let bce_autoencoder =
+            self.loss() == Loss::BinaryCrossEntropy && self.data.task == TaskKind::Autoencoder;
+        if let (true, Some(kind @ (ScaleKind::Standardize | ScaleKind::None))) =
+            (bce_autoencoder, self.data.scale)
         {
             return Err(Error::setting(
                 "scale",
-                format!("{:?}", self.scale()),
-                "bce needs inputs in [0, 1]; use --scale min-max",
+                kind,
+                "bce needs inputs in [0, 1]; use --scale min-max or global-min-max",
             ));
         }
         self.training.schedule.validate()?;

@@ -70,7 +70,7 @@ pub fn setup(config: &RunConfig) -> Result<Setup> {
     )?;
     let (mut train, mut validation, mut test) = (splits.train, splits.validation, splits.test);
 
-    let scaler = data::Scaler::fit(config.scale(), &train);
+    let scaler = data::Scaler::fit(config.scale(train.sample_dims.len() == 3), &train);
     for set in [&mut train, &mut validation, &mut test] {
         scaler.apply(set)?;
     }

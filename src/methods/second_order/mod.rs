@@ -5,10 +5,12 @@
 //! config, and builds it for any scalar type.
 
 pub mod lbfgs;
+pub mod levenberg_marquardt;
 pub mod line_search;
 pub mod nonlinear_cg;
 
 pub use lbfgs::{Lbfgs, LbfgsSettings};
+pub use levenberg_marquardt::{LevenbergMarquardt, LmSettings};
 pub use line_search::{LineSearch, LineSearchError, LineSearchFailure, StrongWolfe, Trial};
 pub use nonlinear_cg::{NcgSettings, NcgVariant, NonlinearCg};
 

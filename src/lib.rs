@@ -12,6 +12,7 @@
 //! - [`tensor`]: scalars and the kernel interface with its CPU backend.
 
 pub mod error;
+pub mod krylov;
 pub mod methods;
 pub mod nn;
 pub mod objective;

@@ -134,7 +134,7 @@ impl Quadratic {
         x
     }
 
-    fn product(&self, v: &[f64], out: &mut [f64]) {
+    pub fn product(&self, v: &[f64], out: &mut [f64]) {
         let n = self.b.len();
         for (i, o) in out.iter_mut().enumerate() {
             *o = (0..n).map(|j| self.a[i * n + j] * v[j]).sum();

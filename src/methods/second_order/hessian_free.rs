@@ -436,11 +436,11 @@ fn missing_product(kind: Curvature) -> Error {
     let (value, fix) = match kind {
         Curvature::GaussNewton => (
             "gauss-newton",
-            "this objective gives no Gauss-Newton products; use curvature = hessian or lbfgs",
+            "this objective gives no Gauss-Newton products, so use curvature = hessian or lbfgs",
         ),
         Curvature::Hessian => (
             "hessian",
-            "this objective gives no Hessian products; use curvature = gauss-newton or lbfgs",
+            "this objective gives no Hessian products, so use curvature = gauss-newton or lbfgs",
         ),
     };
     Error::setting("curvature", value, fix)

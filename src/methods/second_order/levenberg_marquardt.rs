@@ -151,7 +151,7 @@ impl<T: Scalar> LevenbergMarquardt<T> {
                 parameters,
                 &format!(
                     "levenberg-marquardt forms a dense {parameters}×{parameters} matrix and \
-                     accepts at most max-parameters = {limit}; use hessian-free or lbfgs for \
+                     accepts at most max-parameters = {limit}. Use hessian-free or lbfgs for \
                      this network, or raise max-parameters"
                 ),
             ));
@@ -176,7 +176,7 @@ impl<T: Scalar> LevenbergMarquardt<T> {
                 return Err(Error::setting(
                     "method",
                     "levenberg-marquardt",
-                    "this objective gives neither Gauss-Newton nor Hessian products; use lbfgs",
+                    "this objective gives neither Gauss-Newton nor Hessian products, so use lbfgs",
                 ));
             }
             for (row, value) in self.column.iter().enumerate() {
@@ -458,7 +458,7 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("51"), "{message}");
         assert!(message.contains("max-parameters = 50"), "{message}");
-        assert!(message.contains("hessian-free or lbfgs"), "{message}");
+        assert!(message.contains("Use hessian-free or lbfgs"), "{message}");
     }
 
     #[test]

@@ -4,10 +4,14 @@
 pub mod clip;
 pub mod first_order;
 pub mod schedule;
+pub mod second_order;
+mod spec;
 
 pub use clip::Clip;
 pub use first_order::FirstOrderSpec;
 pub use schedule::{LrSchedule, Schedule};
+pub use second_order::SecondOrderSpec;
+pub use spec::MethodSpec;
 
 use crate::objective::Objective;
 use crate::tensor::Scalar;
@@ -93,8 +97,3 @@ pub trait Method<T: Scalar>: Send {
         Ok(())
     }
 }
-
-pub mod second_order;
-mod spec;
-
-pub use spec::MethodSpec;

@@ -82,6 +82,13 @@ pub trait Objective<T: Scalar> {
     fn fork(&self) -> Option<Box<dyn Objective<T> + Send + '_>> {
         None
     }
+
+    /// Returns the same function over the first `ceil(fraction · batch)` samples of this
+    /// batch (at least one), sharing the evaluation counter, for curvature products on part
+    /// of the batch. `None` when the objective cannot be restricted.
+    fn subset(&self, _fraction: f64) -> Option<Box<dyn Objective<T> + '_>> {
+        None
+    }
 }
 
 /// Which derived quantities the workspace holds for the cached parameters.
@@ -277,5 +284,18 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
             Arc::clone(&self.counter),
         );
         Some(Box::new(copy))
+    }
+
+    fn subset(&self, fraction: f64) -> Option<Box<dyn Objective<T> + '_>> {
+        if self.batch == 0 {
+            return None;
+        }
+        let samples = ((fraction * self.batch as f64).ceil() as usize).clamp(1, self.batch);
+        let x = &self.x[..samples * self.network.input_size()];
+        let t = &self.t[..samples * self.network.output_size()];
+        let counter = Arc::clone(&self.counter);
+        let (network, loss, mode, seed) = (self.network, self.loss, self.mode, self.seed);
+        let part = NetworkObjective::new(network, loss, x, t, samples, mode, seed, counter);
+        Some(Box::new(part))
     }
 }

@@ -60,6 +60,12 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
+    /// Hessian-free's inner solver: cg, minres, gmres, bicg or bicgstab.
+    #[arg(long)]
+    krylov: Option<String>,
+    /// Hessian-free's curvature matrix: gauss-newton or hessian.
+    #[arg(long)]
+    curvature: Option<String>,
     /// A method setting as KEY=VALUE, for example beta1=0.95; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
@@ -197,6 +203,12 @@ fn apply_overrides(config: &mut RunConfig, args: TrainArgs) -> Result<()> {
     }
     if let Some(lr) = args.lr {
         config.method.set_learning_rate(lr)?;
+    }
+    if let Some(k) = &args.krylov {
+        config.method.set("krylov", &format!("{k:?}"))?;
+    }
+    if let Some(c) = &args.curvature {
+        config.method.set("curvature", &format!("{c:?}"))?;
     }
     for setting in &args.settings {
         let (key, value) = setting.split_once('=').ok_or_else(|| {

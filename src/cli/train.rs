@@ -81,7 +81,8 @@ pub struct TrainArgs {
     /// Drop the last incomplete batch of each epoch.
     #[arg(long)]
     drop_last: bool,
-    /// Learning-rate schedule: constant, step:EPOCHS:GAMMA, exponential:GAMMA or cosine:EPOCHS.
+    /// Learning-rate schedule: cosine (over the run, the default), cosine:EPOCHS, constant,
+    /// step:EPOCHS:GAMMA or exponential:GAMMA.
     #[arg(long)]
     schedule: Option<String>,
     /// Linear learning-rate warm-up over this many steps.

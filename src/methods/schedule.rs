@@ -46,7 +46,8 @@ pub enum Schedule {
     /// factor stays at `min_factor`. PyTorch's closed form instead rises again after
     /// `T_max`.
     Cosine {
-        /// Epochs over which the factor falls from 1 to `min_factor`, at least 1.
+        /// Epochs over which the factor falls from 1 to `min_factor`; 0 means the run's own
+        /// epoch count, filled in by [`Schedule::resolve`].
         total_epochs: usize,
         /// Final factor, in `[0, 1]`. Defaults to 0.
         #[serde(default)]
@@ -71,16 +72,9 @@ impl Schedule {
             }
             Schedule::Exponential { gamma } => check_gamma(gamma),
             Schedule::Cosine {
-                total_epochs,
+                total_epochs: _,
                 min_factor,
             } => {
-                if total_epochs == 0 {
-                    return Err(Error::setting(
-                        "total_epochs",
-                        total_epochs,
-                        "expected at least 1 epoch",
-                    ));
-                }
                 if !(0.0..=1.0).contains(&min_factor) {
                     return Err(Error::setting(
                         "min_factor",
@@ -93,7 +87,22 @@ impl Schedule {
         }
     }
 
-    /// Returns the learning-rate multiplier at `epoch`, counted from 0.
+    /// Returns the schedule with a cosine length of 0 replaced by `epochs`, the run's length.
+    pub fn resolve(&self, epochs: usize) -> Schedule {
+        match *self {
+            Schedule::Cosine {
+                total_epochs: 0,
+                min_factor,
+            } => Schedule::Cosine {
+                total_epochs: epochs.max(1),
+                min_factor,
+            },
+            ref other => other.clone(),
+        }
+    }
+
+    /// Returns the learning-rate multiplier at `epoch`, counted from 0. An unresolved cosine
+    /// schedule (length 0) gives 1.
     pub fn factor(&self, epoch: usize) -> f64 {
         match *self {
             Schedule::Constant => 1.0,
@@ -103,6 +112,9 @@ impl Schedule {
                 total_epochs,
                 min_factor,
             } => {
+                if total_epochs == 0 {
+                    return 1.0;
+                }
                 if epoch >= total_epochs {
                     return min_factor;
                 }
@@ -127,7 +139,7 @@ fn check_gamma(gamma: f64) -> Result<()> {
 }
 
 const SCHEDULE_FORMS: &str =
-    "expected constant, step:EPOCHS:GAMMA, exponential:GAMMA or cosine:EPOCHS[:MIN_FACTOR]";
+    "expected constant, step:EPOCHS:GAMMA, exponential:GAMMA or cosine[:EPOCHS[:MIN_FACTOR]]";
 
 impl FromStr for Schedule {
     type Err = Error;
@@ -138,6 +150,10 @@ impl FromStr for Schedule {
         let parts: Vec<&str> = s.trim().split(':').collect();
         let schedule = match parts.as_slice() {
             ["constant"] => Schedule::Constant,
+            ["cosine"] => Schedule::Cosine {
+                total_epochs: 0,
+                min_factor: 0.0,
+            },
             ["step", step_size, gamma] => Schedule::Step {
                 step_size: step_size.parse().map_err(|_| invalid())?,
                 gamma: gamma.parse().map_err(|_| invalid())?,
@@ -348,13 +364,22 @@ mod tests {
     }
 
     #[test]
+    fn bare_cosine_spans_the_run() {
+        let schedule: Schedule = "cosine".parse().expect("valid");
+        assert_eq!(schedule.factor(5), 1.0);
+        let resolved = schedule.resolve(10);
+        assert!(close(resolved.factor(5), 0.5));
+        assert!(close(resolved.factor(10), 0.0));
+    }
+
+    #[test]
     fn malformed_compact_form_is_rejected() {
         for text in [
             "",
             "linear",
             "step:10",
             "step:x:0.5",
-            "cosine",
+            "cosine:x",
             "exponential:a",
         ] {
             let message = text.parse::<Schedule>().unwrap_err().to_string();
@@ -371,7 +396,6 @@ mod tests {
             ("step:10:1.5", "invalid gamma 1.5"),
             ("exponential:-0.5", "invalid gamma -0.5"),
             ("exponential:NaN", "invalid gamma NaN"),
-            ("cosine:0", "invalid total_epochs 0"),
             ("cosine:10:2", "invalid min_factor 2"),
         ];
         for (text, expected) in cases {

@@ -1,7 +1,7 @@
 //! The run configuration: everything needed to repeat a run, as written to `config.toml`.
 
 use crate::data::{ScaleKind, TaskKind};
-use crate::methods::schedule::LrSchedule;
+use crate::methods::schedule::{LrSchedule, Schedule};
 use crate::methods::MethodSpec;
 use crate::nn::{Activation, Init, Loss};
 use crate::{Error, Result};
@@ -103,7 +103,7 @@ pub struct TrainingConfig {
     pub threads: usize,
     /// Stop after this many epochs without a better validation loss; unset never stops early.
     pub patience: Option<usize>,
-    /// Learning-rate schedule.
+    /// Learning-rate schedule. The default is cosine annealing to 0 over the run's epochs.
     pub schedule: LrSchedule,
 }
 
@@ -116,7 +116,13 @@ impl Default for TrainingConfig {
             seed: 0,
             threads: 0,
             patience: Some(10),
-            schedule: LrSchedule::default(),
+            schedule: LrSchedule {
+                schedule: Schedule::Cosine {
+                    total_epochs: 0,
+                    min_factor: 0.0,
+                },
+                warmup_steps: 0,
+            },
         }
     }
 }

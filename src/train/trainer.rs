@@ -8,7 +8,7 @@ use super::files::{append_line_atomic, create_run_dir, write_atomic, write_json}
 use super::model;
 use super::prepare::{setup, Setup};
 use crate::data::{Batches, TaskKind};
-use crate::methods::{Batching, Method, StepContext};
+use crate::methods::{Batching, LrSchedule, Method, StepContext};
 use crate::nn::{Mode, Network, Workspace};
 use crate::objective::{Counter, NetworkObjective};
 use crate::tensor::{flush_denormals, Cpu};
@@ -143,6 +143,7 @@ struct Run<'c> {
     progress: Progress,
     counter: Arc<Counter>,
     eval_ws: Workspace<f32>,
+    schedule: LrSchedule,
 }
 
 impl<'c> Run<'c> {
@@ -179,7 +180,13 @@ impl<'c> Run<'c> {
         let counter = Arc::new(Counter::default());
         counter.add(progress.evaluations);
         let eval_ws = network.workspace(super::evaluate::EVAL_BATCH.min(setup.train.len.max(1)));
+        let t = &config.training;
+        let schedule = LrSchedule {
+            schedule: t.schedule.schedule.resolve(t.epochs),
+            warmup_steps: t.schedule.warmup_steps,
+        };
         Ok(Run {
+            schedule,
             config,
             setup,
             network,
@@ -293,7 +300,7 @@ impl<'c> Run<'c> {
     fn context(&self, epoch: usize) -> StepContext {
         let step = self.progress.steps;
         StepContext {
-            lr_factor: self.config.training.schedule.factor(step, epoch),
+            lr_factor: self.schedule.factor(step, epoch),
             step,
             epoch,
         }

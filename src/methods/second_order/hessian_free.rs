@@ -446,8 +446,37 @@ fn missing_product(kind: Curvature) -> Error {
     Error::setting("curvature", value, fix)
 }
 
-/// The operator `v ↦ C v + λ v` at fixed parameters.
-struct DampedCurvature<'o, 'p, T: Scalar> {
+/// The operator `v ↦ C v + λ v` at fixed parameters, where `C` is the Gauss-Newton matrix
+/// or the Hessian of an objective. Hand it to any solver in [`crate::krylov`] to solve a
+/// curvature system for a vector of your own.
+///
+/// # Example
+///
+/// ```
+/// use gradus::krylov::{cg, Settings};
+/// use gradus::methods::second_order::{Curvature, CurvatureOperator};
+/// use gradus::nn::{mlp, Activation, Init, Loss, Mode, Network};
+/// use gradus::objective::{Counter, NetworkObjective};
+/// use gradus::tensor::Cpu;
+/// use std::sync::Arc;
+///
+/// let specs = mlp(&[4], Activation::Tanh, 0.0, 2);
+/// let net = Network::<f64>::new(&[3], &specs, Arc::new(Cpu::new(1))).unwrap();
+/// let theta = net.init_params(Init::GlorotNormal, 1);
+/// let x = [0.1, -0.2, 0.3, 0.5, 0.4, -0.1];
+/// let t = [1.0, 0.0, 0.0, 1.0];
+/// let counter = Arc::new(Counter::default());
+/// let mut objective =
+///     NetworkObjective::new(&net, Loss::SoftmaxCrossEntropy, &x, &t, 2, Mode::Eval, 0, counter);
+///
+/// // Solve (G + 0.1 I) d = b.
+/// let b = vec![1.0; net.param_count()];
+/// let mut d = vec![0.0; b.len()];
+/// let mut op = CurvatureOperator::new(&mut objective, Curvature::GaussNewton, &theta, 0.1);
+/// let info = cg(&mut op, &b, &mut d, None, &Settings::default(), None);
+/// assert!(info.converged());
+/// ```
+pub struct CurvatureOperator<'o, 'p, T: Scalar> {
     objective: &'o mut dyn Objective<T>,
     kind: Curvature,
     params: &'p [T],
@@ -457,7 +486,30 @@ struct DampedCurvature<'o, 'p, T: Scalar> {
     missing: bool,
 }
 
-impl<T: Scalar> LinearOperator<T> for DampedCurvature<'_, '_, T> {
+impl<'o, 'p, T: Scalar> CurvatureOperator<'o, 'p, T> {
+    /// Creates the operator `v ↦ C(θ) v + damping · v` for `objective` at `params`.
+    pub fn new(
+        objective: &'o mut dyn Objective<T>,
+        kind: Curvature,
+        params: &'p [T],
+        damping: T,
+    ) -> Self {
+        CurvatureOperator {
+            objective,
+            kind,
+            params,
+            damping,
+            missing: false,
+        }
+    }
+
+    /// Whether the objective lacked the requested product; the operator then returned NaN.
+    pub fn is_missing(&self) -> bool {
+        self.missing
+    }
+}
+
+impl<T: Scalar> LinearOperator<T> for CurvatureOperator<'_, '_, T> {
     fn dim(&self) -> usize {
         self.params.len()
     }
@@ -510,7 +562,7 @@ impl<T: Scalar> DampedSystem<'_, T> {
             vec![T::zero(); n]
         };
         let initial = x.clone();
-        let mut operator = DampedCurvature {
+        let mut operator = CurvatureOperator {
             objective,
             kind: self.settings.curvature,
             params: self.params,

@@ -10,7 +10,7 @@ pub mod levenberg_marquardt;
 pub mod line_search;
 pub mod nonlinear_cg;
 
-pub use hessian_free::{Curvature, HessianFree, HfSettings};
+pub use hessian_free::{Curvature, CurvatureOperator, HessianFree, HfSettings};
 pub use lbfgs::{Lbfgs, LbfgsSettings};
 pub use levenberg_marquardt::{LevenbergMarquardt, LmSettings};
 pub use line_search::{LineSearch, LineSearchError, LineSearchFailure, StrongWolfe, Trial};

@@ -78,6 +78,12 @@ pub struct TrainArgs {
     /// Stop after this many epochs without a better validation loss (0: never).
     #[arg(long)]
     patience: Option<usize>,
+    /// Stop training after this many seconds (checked after every step).
+    #[arg(long)]
+    time_limit: Option<f64>,
+    /// Stop after this many evaluations, in forward passes of one sample.
+    #[arg(long)]
+    max_evaluations: Option<u64>,
     /// Drop the last incomplete batch of each epoch.
     #[arg(long)]
     drop_last: bool,
@@ -195,6 +201,12 @@ fn apply_overrides(config: &mut RunConfig, args: TrainArgs) -> Result<()> {
         t.patience = (p > 0).then_some(p);
     }
     t.drop_last |= args.drop_last;
+    if args.time_limit.is_some() {
+        t.time_limit_seconds = args.time_limit;
+    }
+    if args.max_evaluations.is_some() {
+        t.max_evaluations = args.max_evaluations;
+    }
     if let Some(s) = args.schedule {
         t.schedule.schedule = s.parse()?;
     }

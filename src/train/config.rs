@@ -103,6 +103,10 @@ pub struct TrainingConfig {
     pub threads: usize,
     /// Stop after this many epochs without a better validation loss; unset never stops early.
     pub patience: Option<usize>,
+    /// Stop after this many seconds of training, checked after every step.
+    pub time_limit_seconds: Option<f64>,
+    /// Stop after this many evaluations (forward-sample units), checked after every step.
+    pub max_evaluations: Option<u64>,
     /// Learning-rate schedule. The default is cosine annealing to 0 over the run's epochs.
     pub schedule: LrSchedule,
 }
@@ -116,6 +120,8 @@ impl Default for TrainingConfig {
             seed: 0,
             threads: 0,
             patience: Some(10),
+            time_limit_seconds: None,
+            max_evaluations: None,
             schedule: LrSchedule {
                 schedule: Schedule::Cosine {
                     total_epochs: 0,
@@ -172,6 +178,11 @@ impl RunConfig {
         let t = &self.training;
         if t.batch_size == 0 {
             return Err(Error::setting("batch-size", 0, "must be at least 1"));
+        }
+        if let Some(limit) = t.time_limit_seconds {
+            if !(limit.is_finite() && limit > 0.0) {
+                return Err(Error::setting("time-limit", limit, "must be a positive number of seconds"));
+            }
         }
         if t.epochs == 0 {
             return Err(Error::setting("epochs", 0, "must be at least 1"));

@@ -283,6 +283,9 @@ impl<'c> Run<'c> {
                     loss_sum += loss;
                     steps += 1;
                     self.progress.samples += n as u64;
+                    if self.budget_spent(step_started.elapsed().as_secs_f64()) {
+                        break;
+                    }
                 }
             }
             self.progress.train_seconds += step_started.elapsed().as_secs_f64();
@@ -295,6 +298,17 @@ impl<'c> Run<'c> {
             )?;
         }
         Ok(())
+    }
+
+    /// Whether the time or evaluation budget is used up, with `running` seconds of the current
+    /// epoch not yet in the progress counters. Time counts training steps only, not data
+    /// loading or evaluation, so that methods compare on equal training time.
+    fn budget_spent(&self, running: f64) -> bool {
+        let t = &self.config.training;
+        let spent = self.progress.train_seconds + running;
+        let time = t.time_limit_seconds.is_some_and(|l| spent >= l);
+        let evaluations = t.max_evaluations.is_some_and(|m| self.counter.units() >= m);
+        time || evaluations
     }
 
     fn context(&self, epoch: usize) -> StepContext {

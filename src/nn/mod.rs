@@ -1,6 +1,7 @@
 //! Layers, losses, initialisation and the network.
 
 mod activation;
+mod batch_norm;
 mod conv;
 mod dense;
 mod dropout;
@@ -16,6 +17,7 @@ mod window;
 mod tests;
 
 pub use activation::{Activation, ActivationLayer, LEAKY_RELU_SLOPE};
+pub use batch_norm::{BatchNorm, BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM};
 pub use conv::Conv2d;
 pub use dense::Dense;
 pub use dropout::Dropout;
@@ -84,6 +86,9 @@ pub enum LayerSpec {
     },
     /// Reshapes each sample to one dimension.
     Flatten,
+    /// Batch normalisation over the features of flat inputs, or over the channels (dimension
+    /// 0) of image inputs, with ε = 1e-5 and momentum 0.1.
+    BatchNorm,
 }
 
 fn one() -> usize {
@@ -136,6 +141,7 @@ fn build_layer<T: Scalar>(
             Box::new(AvgPool2d::new(shape, size, stride).map_err(at_layer)?)
         }
         LayerSpec::Flatten => Box::new(Flatten::new(shape)),
+        LayerSpec::BatchNorm => Box::new(BatchNorm::new(shape)),
     })
 }
 

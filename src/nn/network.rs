@@ -208,7 +208,7 @@ impl<T: Scalar> Network<T> {
         let mut rng = Rng::seed_from_u64(seed);
         for (i, layer) in self.layers.iter().enumerate() {
             let scheme = match init {
-                Init::Auto => auto_init(self.specs.get(i + 1)),
+                Init::Auto => auto_init(&self.specs[i + 1..]),
                 other => other,
             };
             layer.init_params(&mut params[self.ranges[i].clone()], scheme, &mut rng);
@@ -429,8 +429,11 @@ enum Chain {
     Transpose,
 }
 
-fn auto_init(next: Option<&LayerSpec>) -> Init {
+/// Picks the initialisation for a layer from the layers after it, looking past batch
+/// normalisation to the activation that follows.
+fn auto_init(rest: &[LayerSpec]) -> Init {
     use super::Activation as A;
+    let next = rest.iter().find(|s| !matches!(s, LayerSpec::BatchNorm));
     match next {
         Some(LayerSpec::Activation {
             function: A::Relu | A::LeakyRelu | A::Gelu,

@@ -10,6 +10,7 @@ mod init;
 mod layer;
 mod loss;
 mod network;
+mod parse;
 mod pool;
 mod window;
 
@@ -26,6 +27,7 @@ pub use init::{fill as fill_weights, Init};
 pub use layer::{Activations, Layer, Mode, ParamTensor, Pass};
 pub use loss::Loss;
 pub use network::{Network, Workspace};
+pub use parse::parse_model;
 pub use pool::{AvgPool2d, MaxPool2d};
 
 use crate::tensor::Scalar;

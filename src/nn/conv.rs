@@ -72,6 +72,13 @@ impl Conv2d {
         Ok(conv)
     }
 
+    /// Sets the samples per chunk, to exercise chunking on small inputs.
+    #[cfg(test)]
+    pub(super) fn with_chunk(mut self, samples: usize) -> Self {
+        self.chunk = samples.max(1);
+        self
+    }
+
     /// Rows of the column matrix: `in_channels · kernel_h · kernel_w`.
     fn patch_size(&self) -> usize {
         self.window.channels * self.window.kernel_h * self.window.kernel_w

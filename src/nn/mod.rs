@@ -15,6 +15,8 @@ mod pool;
 mod window;
 
 #[cfg(test)]
+mod image_tests;
+#[cfg(test)]
 mod tests;
 
 pub use activation::{Activation, ActivationLayer, LEAKY_RELU_SLOPE};

@@ -4,12 +4,14 @@
 use crate::tensor::{Kernels, Scalar};
 use std::ops::Range;
 
-/// Whether a pass is part of training (dropout active) or of evaluation.
+/// Whether a pass is part of training or of evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Training: dropout samples masks.
+    /// Training: dropout samples masks, and batch normalisation uses the batch statistics
+    /// and updates its running statistics.
     Train,
-    /// Evaluation: dropout is the identity.
+    /// Evaluation: dropout is the identity, and batch normalisation uses its running
+    /// statistics.
     Eval,
 }
 
@@ -24,6 +26,10 @@ pub struct Pass<'a, T: Scalar> {
     pub mode: Mode,
     /// Seed for random masks, fixed for one batch so that repeated passes agree.
     pub seed: u64,
+    /// This layer's non-trainable buffers (see [`Layer::buffer_tensors`]) as they were when
+    /// the forward pass of this batch started, so that every pass over the batch uses the
+    /// same values. Empty for layers without buffers.
+    pub buffers: &'a [T],
 }
 
 /// A named parameter tensor inside a layer's slice, for saving and export.
@@ -48,6 +54,8 @@ pub struct Activations<'a, T> {
 
 /// A network layer. A layer owns no parameters: it works on the slice of the flat buffer that
 /// the network hands it, and keeps per-batch data (masks, statistics) in its scratch slice.
+/// Non-trainable state, such as running statistics, lives in the network's buffers, which
+/// the layer reads through [`Pass::buffers`] and updates in [`Layer::update_buffers`].
 ///
 /// Notation for the passes: `y = f(x; θ)`, a gradient `dy = ∂L/∂y`, a tangent (directional
 /// derivative along `v = (vθ, vx)`) written `R{·}` after Pearlmutter (1994), "Fast exact
@@ -81,6 +89,29 @@ pub trait Layer<T: Scalar>: Send + Sync {
     fn param_tensors(&self) -> Vec<ParamTensor> {
         Vec::new()
     }
+
+    /// Named non-trainable buffers, such as batch normalisation's running statistics. They
+    /// live in the network, outside the flat parameter vector, so that training methods
+    /// neither step nor decay them.
+    fn buffer_tensors(&self) -> Vec<ParamTensor> {
+        Vec::new()
+    }
+
+    /// Number of buffer elements: the end of the last range in [`Layer::buffer_tensors`].
+    fn buffer_count(&self) -> usize {
+        self.buffer_tensors()
+            .iter()
+            .map(|t| t.range.end)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Writes the initial buffer values into `buffers` (length [`Layer::buffer_count`]).
+    fn init_buffers(&self, _buffers: &mut [T]) {}
+
+    /// Updates `buffers` after a forward pass in [`Mode::Train`], from what that pass left
+    /// in `scratch`.
+    fn update_buffers(&self, _pass: &Pass<T>, _buffers: &mut [T], _scratch: &[T]) {}
 
     /// Scratch elements the layer needs for a batch of `batch` samples.
     fn scratch_size(&self, _batch: usize) -> usize {

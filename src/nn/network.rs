@@ -7,13 +7,20 @@ use crate::tensor::{Kernels, Scalar};
 use crate::{Error, Result};
 use rand::SeedableRng;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A feed-forward network. Parameters live outside it, in one flat slice whose layout
-/// [`Network::param_ranges`] gives; the network itself is immutable and can be shared.
+/// [`Network::param_ranges`] gives, and the network can be shared between threads.
+///
+/// The network owns the layers' non-trainable buffers (batch normalisation's running
+/// statistics), laid out as [`Network::buffer_ranges`] gives. Every forward pass in
+/// [`Mode::Train`] updates them, as in PyTorch, so a method that evaluates one batch several
+/// times moves them once per evaluation.
 pub struct Network<T: Scalar> {
     layers: Vec<Box<dyn Layer<T>>>,
     ranges: Vec<Range<usize>>,
+    buffer_ranges: Vec<Range<usize>>,
+    buffers: Mutex<Vec<T>>,
     specs: Vec<LayerSpec>,
     input_shape: Vec<usize>,
     kernels: Arc<dyn Kernels<T>>,
@@ -34,6 +41,8 @@ pub struct Workspace<T> {
     tan: Vec<Vec<T>>,
     rgrad: Vec<Vec<T>>,
     scratch: Vec<Vec<T>>,
+    /// The network's buffers as of the last forward pass, read by all passes of the batch.
+    buffers: Vec<T>,
 }
 
 impl<T: Scalar> Workspace<T> {
@@ -86,18 +95,27 @@ impl<T: Scalar> Network<T> {
         }
         let mut layers: Vec<Box<dyn Layer<T>>> = Vec::with_capacity(specs.len());
         let mut ranges = Vec::with_capacity(specs.len());
+        let mut buffer_ranges = Vec::with_capacity(specs.len());
         let mut shape = input_shape.to_vec();
-        let mut offset = 0;
+        let (mut offset, mut buffer_offset) = (0, 0);
         for (index, spec) in specs.iter().enumerate() {
             let layer = build_layer::<T>(spec, &shape, index)?;
             shape = layer.output_shape().to_vec();
             ranges.push(offset..offset + layer.param_count());
             offset += layer.param_count();
+            buffer_ranges.push(buffer_offset..buffer_offset + layer.buffer_count());
+            buffer_offset += layer.buffer_count();
             layers.push(layer);
+        }
+        let mut buffers = vec![T::zero(); buffer_offset];
+        for (layer, range) in layers.iter().zip(&buffer_ranges) {
+            layer.init_buffers(&mut buffers[range.clone()]);
         }
         Ok(Network {
             layers,
             ranges,
+            buffer_ranges,
+            buffers: Mutex::new(buffers),
             specs: specs.to_vec(),
             input_shape: input_shape.to_vec(),
             kernels,
@@ -117,6 +135,43 @@ impl<T: Scalar> Network<T> {
     /// Each layer's range within the flat parameter buffer.
     pub fn param_ranges(&self) -> &[Range<usize>] {
         &self.ranges
+    }
+
+    /// Each layer's range within the buffer vector of [`Network::buffers`].
+    pub fn buffer_ranges(&self) -> &[Range<usize>] {
+        &self.buffer_ranges
+    }
+
+    /// Total number of buffer elements.
+    pub fn buffer_count(&self) -> usize {
+        self.buffer_ranges.last().map_or(0, |r| r.end)
+    }
+
+    /// Returns a copy of the non-trainable buffers, laid out as [`Network::buffer_ranges`]
+    /// gives.
+    pub fn buffers(&self) -> Vec<T> {
+        self.lock_buffers().clone()
+    }
+
+    /// Replaces the non-trainable buffers, for example with values read from a model file.
+    /// Forward passes that start afterwards use them.
+    pub fn set_buffers(&self, values: &[T]) -> Result<()> {
+        let mut buffers = self.lock_buffers();
+        if values.len() != buffers.len() {
+            return Err(Error::Shape(format!(
+                "{} buffer values given but the network has {} buffer elements",
+                values.len(),
+                buffers.len()
+            )));
+        }
+        buffers.copy_from_slice(values);
+        Ok(())
+    }
+
+    /// Locks the buffers. A panic while the lock was held leaves plain numbers behind, so a
+    /// poisoned lock is still usable.
+    fn lock_buffers(&self) -> MutexGuard<'_, Vec<T>> {
+        self.buffers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The kernels the network computes with.
@@ -153,7 +208,7 @@ impl<T: Scalar> Network<T> {
         let mut rng = Rng::seed_from_u64(seed);
         for (i, layer) in self.layers.iter().enumerate() {
             let scheme = match init {
-                Init::Auto => auto_init(self.specs.get(i + 1)),
+                Init::Auto => auto_init(&self.specs[i + 1..]),
                 other => other,
             };
             layer.init_params(&mut params[self.ranges[i].clone()], scheme, &mut rng);
@@ -187,6 +242,7 @@ impl<T: Scalar> Network<T> {
                 .iter()
                 .map(|l| vec![T::zero(); l.scratch_size(capacity)])
                 .collect(),
+            buffers: vec![T::zero(); self.buffer_count()],
         }
     }
 
@@ -202,6 +258,7 @@ impl<T: Scalar> Network<T> {
             batch: ws.batch,
             mode: ws.mode,
             seed: ws.seed,
+            buffers: &[],
         }
     }
 
@@ -217,7 +274,8 @@ impl<T: Scalar> Network<T> {
 
     /// Runs the forward pass on `batch` samples `x` and returns the output. The workspace
     /// keeps the activations for the backward and tangent passes that follow. `seed` fixes
-    /// the dropout masks of this batch.
+    /// the dropout masks of this batch. In [`Mode::Train`] the pass also updates the
+    /// network's buffers.
     pub fn forward<'w>(
         &self,
         ws: &'w mut Workspace<T>,
@@ -238,18 +296,30 @@ impl<T: Scalar> Network<T> {
         ws.mode = mode;
         ws.seed = seed;
         ws.act[0][..x.len()].copy_from_slice(x);
-        let pass = self.pass(ws);
+
+        if ws.buffers.len() != self.buffer_count() {
+            ws.buffers = vec![T::zero(); self.buffer_count()];
+        }
+        if !ws.buffers.is_empty() {
+            ws.buffers.copy_from_slice(&self.lock_buffers());
+        }
+
+        let base = self.pass(ws);
         for (i, layer) in self.layers.iter().enumerate() {
             let (lo, hi) = ws.act.split_at_mut(i + 1);
             let x = &lo[i][..batch * layer.input_size()];
             let y = &mut hi[0][..batch * layer.output_size()];
-            layer.forward(
-                &pass,
-                &params[self.ranges[i].clone()],
-                x,
-                y,
-                &mut ws.scratch[i],
-            );
+            let buffer_range = self.buffer_ranges[i].clone();
+            let pass = Pass {
+                buffers: &ws.buffers[buffer_range.clone()],
+                ..base
+            };
+            let scratch = &mut ws.scratch[i];
+            layer.forward(&pass, &params[self.ranges[i].clone()], x, y, scratch);
+            if mode == Mode::Train && !buffer_range.is_empty() {
+                let mut buffers = self.lock_buffers();
+                layer.update_buffers(&pass, &mut buffers[buffer_range], scratch);
+            }
         }
         ws.output()
     }
@@ -267,10 +337,14 @@ impl<T: Scalar> Network<T> {
     pub fn tangent<'w>(&self, ws: &'w mut Workspace<T>, params: &[T], v: &[T]) -> &'w [T] {
         self.check_params(params);
         self.check_params(v);
-        let pass = self.pass(ws);
+        let base = self.pass(ws);
         let n = ws.batch;
         for (i, layer) in self.layers.iter().enumerate() {
             let r = self.ranges[i].clone();
+            let pass = Pass {
+                buffers: &ws.buffers[self.buffer_ranges[i].clone()],
+                ..base
+            };
             let act = Activations {
                 x: &ws.act[i][..n * layer.input_size()],
                 y: &ws.act[i + 1][..n * layer.output_size()],
@@ -298,10 +372,14 @@ impl<T: Scalar> Network<T> {
     /// [`Workspace::output_tangent_and_rgrad_mut`]. Writes `H v` into `out`.
     pub fn backward_tangent(&self, ws: &mut Workspace<T>, params: &[T], v: &[T], out: &mut [T]) {
         self.check_params(params);
-        let pass = self.pass(ws);
+        let base = self.pass(ws);
         let n = ws.batch;
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let r = self.ranges[i].clone();
+            let pass = Pass {
+                buffers: &ws.buffers[self.buffer_ranges[i].clone()],
+                ..base
+            };
             let (ni, no) = (n * layer.input_size(), n * layer.output_size());
             let act = Activations {
                 x: &ws.act[i][..ni],
@@ -319,10 +397,14 @@ impl<T: Scalar> Network<T> {
 
     /// Runs a backward pass over either the gradient buffers or the second-chain buffers.
     fn backward_chain(&self, ws: &mut Workspace<T>, params: &[T], out: &mut [T], chain: Chain) {
-        let pass = self.pass(ws);
+        let base = self.pass(ws);
         let n = ws.batch;
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let r = self.ranges[i].clone();
+            let pass = Pass {
+                buffers: &ws.buffers[self.buffer_ranges[i].clone()],
+                ..base
+            };
             let (ni, no) = (n * layer.input_size(), n * layer.output_size());
             let act = Activations {
                 x: &ws.act[i][..ni],
@@ -347,8 +429,11 @@ enum Chain {
     Transpose,
 }
 
-fn auto_init(next: Option<&LayerSpec>) -> Init {
+/// Picks the initialisation for a layer from the layers after it, looking past batch
+/// normalisation to the activation that follows.
+fn auto_init(rest: &[LayerSpec]) -> Init {
     use super::Activation as A;
+    let next = rest.iter().find(|s| !matches!(s, LayerSpec::BatchNorm));
     match next {
         Some(LayerSpec::Activation {
             function: A::Relu | A::LeakyRelu | A::Gelu,

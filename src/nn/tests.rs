@@ -9,7 +9,7 @@ use std::sync::Arc;
 const TOLERANCE: f64 = 1e-6;
 const STEP: f64 = 1e-5;
 
-fn relative_error(a: &[f64], b: &[f64]) -> f64 {
+pub(super) fn relative_error(a: &[f64], b: &[f64]) -> f64 {
     let diff: f64 = a
         .iter()
         .zip(b)
@@ -22,23 +22,25 @@ fn relative_error(a: &[f64], b: &[f64]) -> f64 {
     diff / scale
 }
 
-fn random_vec(n: usize, rng: &mut Rng) -> Vec<f64> {
+pub(super) fn random_vec(n: usize, rng: &mut Rng) -> Vec<f64> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
 /// A network, its parameters and a batch with targets suited to `loss`.
-struct Case {
-    net: Network<f64>,
-    theta: Vec<f64>,
-    x: Vec<f64>,
-    t: Vec<f64>,
-    batch: usize,
-    loss: Loss,
+pub(super) struct Case {
+    pub net: Network<f64>,
+    pub theta: Vec<f64>,
+    pub x: Vec<f64>,
+    pub t: Vec<f64>,
+    pub batch: usize,
+    pub loss: Loss,
 }
 
 impl Case {
-    fn new(specs: Vec<LayerSpec>, inputs: usize, loss: Loss, seed: u64) -> Case {
-        let net = Network::new(&[inputs], &specs, Arc::new(Cpu::new(1))).expect("valid network");
+    /// Builds a case for samples of shape `shape`.
+    pub fn new(specs: Vec<LayerSpec>, shape: &[usize], loss: Loss, seed: u64) -> Case {
+        let net = Network::new(shape, &specs, Arc::new(Cpu::new(1))).expect("valid network");
+        let inputs = net.input_size();
         let mut rng = Rng::seed_from_u64(seed);
         let batch = 5;
         let mut theta = net.init_params(Init::GlorotNormal, seed);
@@ -68,7 +70,7 @@ impl Case {
         }
     }
 
-    fn objective(&self, mode: Mode) -> NetworkObjective<'_, f64> {
+    pub fn objective(&self, mode: Mode) -> NetworkObjective<'_, f64> {
         let counter = Arc::new(Counter::default());
         let (x, t) = (&self.x, &self.t);
         NetworkObjective::new(&self.net, self.loss, x, t, self.batch, mode, 11, counter)
@@ -86,7 +88,7 @@ impl Case {
     }
 
     /// Checks the gradient, J v, G v and H v against central differences.
-    fn check(&self, mode: Mode, label: &str) {
+    pub fn check(&self, mode: Mode, label: &str) {
         let p = self.net.param_count();
         let mut obj = self.objective(mode);
         let mut rng = Rng::seed_from_u64(99);
@@ -169,7 +171,7 @@ fn dense_then(function: Activation) -> Vec<LayerSpec> {
 fn dense_derivatives_match_finite_differences() {
     let case = Case::new(
         vec![LayerSpec::Dense { units: 3 }],
-        4,
+        &[4],
         Loss::MeanSquaredError,
         1,
     );
@@ -185,7 +187,7 @@ fn activation_derivatives_match_finite_differences() {
             Loss::MeanSquaredError,
             Loss::BinaryCrossEntropy,
         ] {
-            let case = Case::new(dense_then(function), 3, loss, 2);
+            let case = Case::new(dense_then(function), &[3], loss, 2);
             case.check(Mode::Eval, &format!("{function} with {loss}"));
         }
     }
@@ -201,7 +203,7 @@ fn dropout_derivatives_match_in_both_modes() {
         LayerSpec::Dropout { rate: 0.5 },
         LayerSpec::Dense { units: 2 },
     ];
-    let case = Case::new(specs, 3, Loss::SoftmaxCrossEntropy, 3);
+    let case = Case::new(specs, &[3], Loss::SoftmaxCrossEntropy, 3);
     case.check(Mode::Train, "dropout train");
     case.check(Mode::Eval, "dropout eval");
 }
@@ -221,7 +223,7 @@ fn deep_mixed_network_derivatives_match() {
         specs.push(LayerSpec::Activation { function });
     }
     specs.push(LayerSpec::Dense { units: 3 });
-    let case = Case::new(specs, 4, Loss::SoftmaxCrossEntropy, 4);
+    let case = Case::new(specs, &[4], Loss::SoftmaxCrossEntropy, 4);
     case.check(Mode::Eval, "deep mixed");
 }
 
@@ -233,7 +235,7 @@ fn gauss_newton_is_positive_semidefinite() {
         Loss::MeanSquaredError,
         Loss::BinaryCrossEntropy,
     ] {
-        let case = Case::new(specs.clone(), 3, loss, 5);
+        let case = Case::new(specs.clone(), &[3], loss, 5);
         let mut obj = case.objective(Mode::Eval);
         let mut rng = Rng::seed_from_u64(6);
         for _ in 0..20 {

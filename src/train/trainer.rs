@@ -289,13 +289,13 @@ impl<'c> Run<'c> {
                 }
             }
             self.progress.train_seconds += step_started.elapsed().as_secs_f64();
-            self.end_epoch(
-                dir,
-                observer,
-                started,
-                loss_sum / steps.max(1) as f64,
-                lr_factor,
-            )?;
+            let train_loss = loss_sum / steps.max(1) as f64;
+            let budget_spent = self.budget_spent(0.0);
+            self.end_epoch(dir, observer, started, train_loss, lr_factor)?;
+            if budget_spent {
+                tracing::info!(epoch = self.progress.epochs_done, "stopping at the budget");
+                self.progress.finished = true;
+            }
         }
         Ok(())
     }

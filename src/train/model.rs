@@ -4,7 +4,7 @@
 
 use super::files::{read_to_string, write_atomic, write_json};
 use crate::data::{Scaler, TaskKind};
-use crate::nn::{LayerSpec, Loss, Network};
+use crate::nn::{LayerSpec, Loss, Network, ParamTensor};
 use crate::tensor::Scalar;
 use crate::{Error, Result};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -44,22 +44,22 @@ pub struct ModelInfo {
     pub target_names: Vec<String>,
 }
 
-/// Encodes the named tensors of `params` as safetensors bytes, converting to f32.
+/// Encodes the named tensors of `params`, and the network's buffers (such as batch-norm
+/// running statistics), as safetensors bytes, converting to f32.
 pub fn encode_params<T: Scalar>(network: &Network<T>, params: &[T]) -> Result<Vec<u8>> {
     let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (i, (layer, range)) in network
-        .layers()
-        .iter()
-        .zip(network.param_ranges())
-        .enumerate()
-    {
-        for tensor in layer.param_tensors() {
-            let values = &params[range.start + tensor.range.start..range.start + tensor.range.end];
-            let bytes = values
-                .iter()
-                .flat_map(|v| (v.as_f64() as f32).to_le_bytes())
-                .collect();
-            blobs.push((format!("layers.{i}.{}", tensor.name), tensor.shape, bytes));
+    let buffers = network.buffers();
+    for (i, layer) in network.layers().iter().enumerate() {
+        let sources = [
+            (layer.param_tensors(), params, network.param_ranges()[i].start),
+            (layer.buffer_tensors(), &buffers[..], network.buffer_ranges()[i].start),
+        ];
+        for (tensors, values, offset) in sources {
+            for tensor in tensors {
+                let values = &values[offset + tensor.range.start..offset + tensor.range.end];
+                let bytes = values.iter().flat_map(|v| (v.as_f64() as f32).to_le_bytes());
+                blobs.push((format!("layers.{i}.{}", tensor.name), tensor.shape, bytes.collect()));
+            }
         }
     }
     let views: Vec<(String, TensorView)> = blobs
@@ -75,7 +75,8 @@ pub fn encode_params<T: Scalar>(network: &Network<T>, params: &[T]) -> Result<Ve
         .map_err(|e| Error::Data(format!("failed to encode parameters: {e}")))
 }
 
-/// Decodes parameters saved by [`encode_params`] into the flat layout of `network`.
+/// Decodes parameters saved by [`encode_params`] into the flat layout of `network`, and sets
+/// the network's buffers from the file.
 pub fn decode_params<T: Scalar>(network: &Network<T>, bytes: &[u8], path: &Path) -> Result<Vec<T>> {
     let invalid = |reason: String| Error::Model {
         path: path.to_path_buf(),
@@ -83,33 +84,45 @@ pub fn decode_params<T: Scalar>(network: &Network<T>, bytes: &[u8], path: &Path)
     };
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
     let mut params = vec![T::zero(); network.param_count()];
-    for (i, (layer, range)) in network
-        .layers()
-        .iter()
-        .zip(network.param_ranges())
-        .enumerate()
-    {
-        for tensor in layer.param_tensors() {
-            let name = format!("layers.{i}.{}", tensor.name);
-            let view = tensors
-                .tensor(&name)
-                .map_err(|_| invalid(format!("tensor {name} is missing")))?;
-            if view.dtype() != Dtype::F32 || view.shape() != tensor.shape.as_slice() {
-                return Err(invalid(format!(
-                    "tensor {name} is {:?} {:?}, expected F32 {:?}",
-                    view.dtype(),
-                    view.shape(),
-                    tensor.shape
-                )));
-            }
-            let out = &mut params[range.start + tensor.range.start..range.start + tensor.range.end];
-            for (o, chunk) in out.iter_mut().zip(view.data().chunks_exact(4)) {
-                let bytes = [chunk[0], chunk[1], chunk[2], chunk[3]];
-                *o = T::of(f32::from_le_bytes(bytes) as f64);
-            }
+    let mut buffers = vec![T::zero(); network.buffer_count()];
+    for (i, layer) in network.layers().iter().enumerate() {
+        let targets = [
+            (layer.param_tensors(), &mut params[network.param_ranges()[i].clone()]),
+            (layer.buffer_tensors(), &mut buffers[network.buffer_ranges()[i].clone()]),
+        ];
+        for (list, slice) in targets {
+            read_tensors(&tensors, i, &list, slice).map_err(invalid)?;
         }
     }
+    network.set_buffers(&buffers)?;
     Ok(params)
+}
+
+/// Copies the tensors `list` of layer `i` into `slice`, checking names, types and shapes.
+fn read_tensors<T: Scalar>(
+    tensors: &SafeTensors,
+    i: usize,
+    list: &[ParamTensor],
+    slice: &mut [T],
+) -> std::result::Result<(), String> {
+    for tensor in list {
+        let name = format!("layers.{i}.{}", tensor.name);
+        let view = tensors.tensor(&name).map_err(|_| format!("tensor {name} is missing"))?;
+        if view.dtype() != Dtype::F32 || view.shape() != tensor.shape.as_slice() {
+            return Err(format!(
+                "tensor {name} is {:?} {:?}, expected F32 {:?}",
+                view.dtype(),
+                view.shape(),
+                tensor.shape
+            ));
+        }
+        let out = &mut slice[tensor.range.clone()];
+        for (o, chunk) in out.iter_mut().zip(view.data().chunks_exact(4)) {
+            let bytes = [chunk[0], chunk[1], chunk[2], chunk[3]];
+            *o = T::of(f32::from_le_bytes(bytes) as f64);
+        }
+    }
+    Ok(())
 }
 
 /// Writes `model.json` and `model.safetensors` into `dir`.

@@ -1,6 +1,8 @@
 //! Training methods. Every method implements [`Method`]: it steps over the flat parameter
 //! vector using only what an [`Objective`] gives (values, gradients, curvature products).
 
+pub mod search;
+
 use crate::objective::Objective;
 use crate::tensor::Scalar;
 use crate::Result;

@@ -1,0 +1,18 @@
+//! Derivative-free and global search methods over the flat parameters.
+//!
+//! Every method implements [`crate::methods::Method`] with
+//! [`crate::methods::Batching::FullBatch`]. One step is one generation or iteration (or a
+//! configured number of them, or of evaluations); the first step also evaluates the start
+//! point. After every step `params` contains the best point found so far, and the report's
+//! `loss` is that point's value, not the value at the point the step started from.
+//! Evaluations are counted by the objective. Every random choice comes from a ChaCha8
+//! generator seeded from the settings, so the same seed gives bitwise the same run for any
+//! thread count.
+
+mod common;
+mod random;
+#[cfg(test)]
+mod testing;
+
+pub use common::{FnObjective, GradientFn};
+pub use random::{RandomSearch, RandomSearchSettings, Sampling};

@@ -1,10 +1,12 @@
 //! Helpers shared by the search methods: parallel evaluation of candidate points, setting
-//! checks, and conversions between the parameter type and `f64`.
+//! checks, conversions between the parameter type and `f64`, and the checkpoint form of the
+//! random number generator.
 
 use crate::methods::MethodState;
 use crate::objective::{Counter, Objective};
 use crate::tensor::Scalar;
 use crate::{Error, Result};
+use rand::SeedableRng;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -77,6 +79,19 @@ pub(crate) fn copy_to<T: Scalar>(target: &mut [T], source: &[f64]) {
     for (t, s) in target.iter_mut().zip(source) {
         *t = T::of(*s);
     }
+}
+
+/// Clips every coordinate of `x` into its interval and returns whether any moved.
+pub(crate) fn clip(x: &mut [f64], bounds: &[(f64, f64)]) -> bool {
+    let mut moved = false;
+    for (v, &(lower, upper)) in x.iter_mut().zip(bounds) {
+        let clipped = v.clamp(lower, upper);
+        if clipped != *v {
+            *v = clipped;
+            moved = true;
+        }
+    }
+    moved
 }
 
 /// Checks that `value` is finite and greater than zero.
@@ -152,6 +167,49 @@ fn missing_entry(method: &str, name: &str) -> Error {
         "the saved {method} state has no entry {name}; resume from a checkpoint written by \
          {method}"
     ))
+}
+
+/// Encodes the generator's seed, stream and position as 14 integers below 2³², which `f64`
+/// stores exactly.
+pub(crate) fn save_rng(rng: &Rng) -> Vec<f64> {
+    let mut words = Vec::with_capacity(14);
+    for chunk in rng.get_seed().chunks(4) {
+        let word = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        words.push(f64::from(word));
+    }
+    let stream = rng.get_stream();
+    words.push((stream >> 32) as f64);
+    words.push((stream & 0xffff_ffff) as f64);
+    let position = rng.get_word_pos();
+    for shift in [96, 64, 32, 0] {
+        words.push(((position >> shift) & 0xffff_ffff) as f64);
+    }
+    words
+}
+
+/// Decodes a generator saved by [`save_rng`].
+pub(crate) fn load_rng(words: &[f64], method: &str) -> Result<Rng> {
+    let valid = words.len() == 14
+        && words
+            .iter()
+            .all(|w| w.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(w));
+    if !valid {
+        return Err(Error::Data(format!(
+            "the saved {method} state has an invalid random number generator entry; resume \
+             from a checkpoint written by {method}"
+        )));
+    }
+    let mut seed = [0u8; 32];
+    for (chunk, word) in seed.chunks_mut(4).zip(words) {
+        chunk.copy_from_slice(&(*word as u32).to_le_bytes());
+    }
+    let mut rng = Rng::from_seed(seed);
+    rng.set_stream(((words[8] as u64) << 32) | words[9] as u64);
+    let position = words[10..]
+        .iter()
+        .fold(0u128, |acc, w| (acc << 32) | *w as u128);
+    rng.set_word_pos(position);
+    Ok(rng)
 }
 
 /// A gradient: writes `∇f(x)` for the point `x`, its first argument, into its second.
@@ -243,6 +301,7 @@ impl Objective<f64> for FnObjective<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng as _;
 
     #[test]
     fn parallel_values_match_sequential() {
@@ -262,6 +321,19 @@ mod tests {
         assert_eq!(min_index(&[f64::NAN, 2.0, 1.0, 1.0]), Some(2));
         assert_eq!(min_index(&[f64::NAN]), None);
         assert_eq!(min_index(&[]), None);
+    }
+
+    #[test]
+    fn rng_round_trips_mid_stream() {
+        let mut rng = Rng::seed_from_u64(42);
+        rng.set_stream(7);
+        for _ in 0..13 {
+            let _: u64 = rng.random();
+        }
+        let mut restored = load_rng(&save_rng(&rng), "test").expect("valid state");
+        for _ in 0..5 {
+            assert_eq!(rng.random::<u64>(), restored.random::<u64>());
+        }
     }
 
     #[test]

@@ -9,10 +9,21 @@
 //! generator seeded from the settings, so the same seed gives bitwise the same run for any
 //! thread count.
 
+mod argmin_bridge;
+mod basin_hopping;
 mod common;
+mod local;
 mod random;
 #[cfg(test)]
 mod testing;
 
+pub use basin_hopping::{
+    basin_hopping, AcceptDecision, AcceptTest, BasinHopping, BasinHoppingResult,
+    BasinHoppingSettings, Callback,
+};
 pub use common::{FnObjective, GradientFn};
+pub use local::{
+    ArgminLbfgs, LbfgsSettings, LocalMethod, LocalMinimizer, LocalResult, MethodFactory,
+    MethodMinimizer,
+};
 pub use random::{RandomSearch, RandomSearchSettings, Sampling};

@@ -12,6 +12,7 @@
 mod argmin_bridge;
 mod basin_hopping;
 mod common;
+mod grid;
 mod local;
 mod random;
 #[cfg(test)]
@@ -22,6 +23,7 @@ pub use basin_hopping::{
     BasinHoppingSettings, Callback,
 };
 pub use common::{FnObjective, GradientFn};
+pub use grid::{GridSearch, GridSearchSettings};
 pub use local::{
     ArgminLbfgs, LbfgsSettings, LocalMethod, LocalMinimizer, LocalResult, MethodFactory,
     MethodMinimizer,

@@ -11,7 +11,9 @@
 
 mod argmin_bridge;
 mod basin_hopping;
+mod cma_es;
 mod common;
+mod eigen;
 mod grid;
 mod local;
 mod random;
@@ -22,6 +24,7 @@ pub use basin_hopping::{
     basin_hopping, AcceptDecision, AcceptTest, BasinHopping, BasinHoppingResult,
     BasinHoppingSettings, Callback,
 };
+pub use cma_es::{CmaEs, CmaEsSettings, CmaVariant, AUTO_SEPARABLE_ABOVE};
 pub use common::{FnObjective, GradientFn};
 pub use grid::{GridSearch, GridSearchSettings};
 pub use local::{

@@ -1,5 +1,5 @@
 //! Problems and helpers shared by the search-method tests: XOR with a 2-2-1 sigmoid network,
-//! and the Rastrigin and sphere functions.
+//! and the Rastrigin, Rosenbrock and sphere functions.
 
 use super::common::Rng;
 use crate::methods::{Method, StepContext};
@@ -78,6 +78,12 @@ pub(super) fn rastrigin_gradient(x: &[f64], g: &mut [f64]) {
     for (g, v) in g.iter_mut().zip(x) {
         *g = 2.0 * v + 10.0 * tau * (tau * v).sin();
     }
+}
+
+pub(super) fn rosenbrock(x: &[f64]) -> f64 {
+    x.windows(2)
+        .map(|w| 100.0 * (w[1] - w[0] * w[0]).powi(2) + (1.0 - w[0]).powi(2))
+        .sum()
 }
 
 pub(super) fn sphere(x: &[f64]) -> f64 {

@@ -187,7 +187,7 @@ impl<T: Scalar> LocalMinimizer<T> for ArgminLbfgs {
             .map_err(invalid)?
             .with_tolerance_cost(settings.cost_tolerance)
             .map_err(invalid)?;
-        let problem = ArgminProblem::new(objective);
+        let problem = ArgminProblem::new(objective, None);
         let run = Executor::new(problem, solver)
             .configure(|state| {
                 state

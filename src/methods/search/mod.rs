@@ -9,6 +9,7 @@
 //! generator seeded from the settings, so the same seed gives bitwise the same run for any
 //! thread count.
 
+mod annealing;
 mod argmin_bridge;
 mod basin_hopping;
 mod cma_es;
@@ -16,10 +17,13 @@ mod common;
 mod eigen;
 mod grid;
 mod local;
+mod nelder_mead;
+mod particle_swarm;
 mod random;
 #[cfg(test)]
 mod testing;
 
+pub use annealing::{Schedule, SimulatedAnnealing, SimulatedAnnealingSettings};
 pub use basin_hopping::{
     basin_hopping, AcceptDecision, AcceptTest, BasinHopping, BasinHoppingResult,
     BasinHoppingSettings, Callback,
@@ -31,4 +35,6 @@ pub use local::{
     ArgminLbfgs, LbfgsSettings, LocalMethod, LocalMinimizer, LocalResult, MethodFactory,
     MethodMinimizer,
 };
+pub use nelder_mead::{NelderMead, NelderMeadSettings};
+pub use particle_swarm::{ParticleSwarm, ParticleSwarmSettings};
 pub use random::{RandomSearch, RandomSearchSettings, Sampling};

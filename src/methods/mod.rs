@@ -4,12 +4,14 @@
 pub mod clip;
 pub mod first_order;
 pub mod schedule;
+pub mod search;
 pub mod second_order;
 mod spec;
 
 pub use clip::Clip;
 pub use first_order::FirstOrderSpec;
 pub use schedule::{LrSchedule, Schedule};
+pub use search::SearchSpec;
 pub use second_order::SecondOrderSpec;
 pub use spec::MethodSpec;
 

@@ -2,6 +2,7 @@
 //! `[method]` table and the command line's `--method NAME --set KEY=VALUE` write it.
 
 use super::first_order::FirstOrderSpec;
+use super::search::SearchSpec;
 use super::second_order::SecondOrderSpec;
 use super::Method;
 use crate::tensor::Scalar;
@@ -17,6 +18,8 @@ pub enum MethodSpec {
     FirstOrder(FirstOrderSpec),
     /// Curvature and line-search methods on the full batch.
     SecondOrder(SecondOrderSpec),
+    /// Methods that only evaluate the loss: random, grid and evolutionary searches.
+    Search(SearchSpec),
 }
 
 impl<'de> Deserialize<'de> for MethodSpec {
@@ -39,6 +42,7 @@ impl MethodSpec {
     pub fn names() -> Vec<&'static str> {
         let mut names = FirstOrderSpec::names().to_vec();
         names.extend_from_slice(SecondOrderSpec::names());
+        names.extend_from_slice(SearchSpec::names());
         names
     }
 
@@ -49,6 +53,9 @@ impl MethodSpec {
         }
         if SecondOrderSpec::names().contains(&name) {
             return SecondOrderSpec::default_for(name).map(MethodSpec::SecondOrder);
+        }
+        if SearchSpec::names().contains(&name) {
+            return SearchSpec::default_for(name).map(MethodSpec::Search);
         }
         Err(Error::setting(
             "method",
@@ -75,7 +82,7 @@ impl MethodSpec {
                 spec.set_learning_rate(lr);
                 Ok(())
             }
-            MethodSpec::SecondOrder(_) => Err(Error::setting(
+            MethodSpec::SecondOrder(_) | MethodSpec::Search(_) => Err(Error::setting(
                 "lr",
                 lr,
                 &format!(
@@ -138,6 +145,12 @@ impl MethodSpec {
                 .map(MethodSpec::SecondOrder)
                 .map_err(|e| e.to_string());
         }
+        if SearchSpec::names().contains(&name.as_str()) {
+            return toml::Value::Table(table)
+                .try_into::<SearchSpec>()
+                .map(MethodSpec::Search)
+                .map_err(|e| e.to_string());
+        }
         Err(format!(
             "unknown method {name:?}; expected one of {}",
             Self::names().join(", ")
@@ -154,6 +167,7 @@ impl MethodSpec {
         match self {
             MethodSpec::FirstOrder(spec) => spec.build(),
             MethodSpec::SecondOrder(spec) => spec.build(),
+            MethodSpec::Search(spec) => spec.build(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! The modules are layered, and each imports only from those listed below it:
 //!
+//! - [`export`]: trained models as ONNX files for other inference runtimes;
 //! - [`train`]: the training loop, run folders, checkpoints and observers;
 //! - [`methods`]: every training method behind one [`methods::Method`] trait;
 //! - [`krylov`]: matrix-free Krylov solvers over a linear-operator trait;
@@ -13,6 +14,7 @@
 
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod methods;
 pub mod nn;
 pub mod objective;

@@ -40,6 +40,11 @@ pub enum Error {
     #[error("{0}")]
     NonFinite(String),
 
+    /// The request is valid but not supported for this model, such as exporting a layer type
+    /// that has no translation to the target format.
+    #[error("{0}")]
+    Unsupported(String),
+
     /// A saved model or checkpoint is malformed.
     #[error("invalid model file {path}: {reason}")]
     Model {

@@ -3,6 +3,8 @@
 //!
 //! The modules are layered, and each imports only from those listed below it:
 //!
+//! - [`export`]: trained models as ONNX files for other inference runtimes;
+//! - [`export`]: trained models written as ONNX for inference runtimes;
 //! - [`train`]: the training loop, run folders, checkpoints and observers;
 //! - [`methods`]: every training method behind one [`methods::Method`] trait;
 //! - [`krylov`]: matrix-free Krylov solvers over a linear-operator trait;
@@ -13,6 +15,7 @@
 
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod krylov;
 pub mod methods;
 pub mod nn;

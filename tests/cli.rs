@@ -474,3 +474,166 @@ fn datasets_lists_builtins() {
         "{stdout}"
     );
 }
+
+/// Trains a small iris classifier into `dir/run` and returns the run folder.
+fn train_iris(dir: &Path) -> PathBuf {
+    let out = out_arg(dir, "run");
+    assert_ok(&gradus(&[
+        "train",
+        "--data",
+        "iris",
+        "--layers",
+        "8",
+        "--epochs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    out
+}
+
+#[test]
+fn export_writes_onnx_once() {
+    use gradus::export::proto::ModelProto;
+    use prost::Message;
+
+    let dir = temp();
+    let run = train_iris(dir.path());
+    let onnx = dir.path().join("iris.onnx");
+    let args = [
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--format",
+        "onnx",
+        "--out",
+        onnx.to_str().unwrap(),
+    ];
+    let o = gradus(&args);
+    assert_ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains(r#"input "input" [N, 4]"#), "{stdout}");
+    assert!(stdout.contains(r#"output "output" [N, 3]"#), "{stdout}");
+
+    let bytes = fs::read(&onnx).expect("ONNX file");
+    let model = ModelProto::decode(bytes.as_slice()).expect("valid ONNX protobuf");
+    let graph = model.graph.expect("graph");
+    let ops: Vec<&str> = graph
+        .node
+        .iter()
+        .filter_map(|n| n.op_type.as_deref())
+        .collect();
+    assert_eq!(ops, ["Sub", "Div", "Gemm", "Relu", "Gemm"]);
+
+    // A second export to the same file is rejected and leaves it unchanged.
+    let o = gradus(&args);
+    assert_bad_input(&o, "--force");
+    assert_eq!(fs::read(&onnx).expect("ONNX file"), bytes);
+
+    let mut forced = args.to_vec();
+    forced.extend(["--force", "--softmax"]);
+    let o = gradus(&forced);
+    assert_ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(r#"output "probabilities" [N, 3]"#),
+        "{stdout}"
+    );
+    assert_ne!(fs::read(&onnx).expect("ONNX file"), bytes);
+}
+
+#[test]
+fn export_rejects_unknown_format() {
+    let o = gradus(&[
+        "export",
+        "--model",
+        "runs/none",
+        "--format",
+        "tflite",
+        "--out",
+        "m.tflite",
+    ]);
+    assert_bad_input(&o, "expected onnx");
+}
+
+#[test]
+fn export_rejects_opset_outside_range() {
+    let o = gradus(&[
+        "export",
+        "--model",
+        "runs/none",
+        "--out",
+        "m.onnx",
+        "--opset",
+        "9",
+    ]);
+    assert_bad_input(&o, "from 13 to 25");
+}
+
+#[test]
+fn export_reports_missing_model() {
+    let dir = temp();
+    let out = dir.path().join("m.onnx");
+    let missing = dir.path().join("no-run");
+    let o = gradus(&[
+        "export",
+        "--model",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_bad_input(&o, "model.json");
+    assert!(!out.exists());
+}
+
+#[test]
+fn predict_raw_prints_logits() {
+    let dir = temp();
+    let run = train_iris(dir.path());
+    let csv = dir.path().join("flowers.csv");
+    fs::write(&csv, "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n5.9,3.0,4.2,1.5\n").expect("write");
+    let predict = |raw: bool| {
+        let mut args = vec![
+            "predict",
+            "--model",
+            run.to_str().unwrap(),
+            "--input",
+            csv.to_str().unwrap(),
+        ];
+        if raw {
+            args.push("--raw");
+        }
+        let o = gradus(&args);
+        assert_ok(&o);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let raw = predict(true);
+    let plain = predict(false);
+    let raw_lines: Vec<&str> = raw.lines().collect();
+    let plain_lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(
+        raw_lines[0],
+        "logit_setosa,logit_versicolor,logit_virginica"
+    );
+    assert_eq!(raw_lines.len(), 4, "{raw}");
+
+    let names = ["setosa", "versicolor", "virginica"];
+    for (raw_row, plain_row) in raw_lines[1..].iter().zip(&plain_lines[1..]) {
+        let logits: Vec<f32> = raw_row
+            .split(',')
+            .map(|v| v.parse().expect("a float"))
+            .collect();
+        assert_eq!(logits.len(), 3, "{raw_row}");
+        // The softmax of the raw logits gives the rounded probabilities of plain predict.
+        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let exp: Vec<f64> = logits.iter().map(|&v| f64::from(v - max).exp()).collect();
+        let sum: f64 = exp.iter().sum();
+        let cells: Vec<&str> = plain_row.split(',').collect();
+        for (e, cell) in exp.iter().zip(&cells[1..]) {
+            let p: f64 = cell.parse().expect("a probability");
+            assert!((e / sum - p).abs() <= 5e-7, "{raw_row} vs {plain_row}");
+        }
+        let best = (0..3).fold(0, |b, j| if logits[j] > logits[b] { j } else { b });
+        assert_eq!(cells[0], names[best], "{raw_row} vs {plain_row}");
+    }
+}

@@ -4,6 +4,7 @@
 //! training itself fails (a non-finite loss) or a file cannot be written.
 
 mod evaluate;
+mod export;
 mod predict;
 mod progress;
 mod train;
@@ -31,6 +32,8 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Print a trained model's predictions for a CSV file as CSV.
     Predict(predict::PredictArgs),
+    /// Write a trained model as an ONNX file for other inference runtimes.
+    Export(export::ExportArgs),
     /// List the built-in data sets.
     Datasets,
 }
@@ -54,6 +57,7 @@ pub fn run() -> ExitCode {
         Command::Train(args) => train::run(*args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Export(args) => export::run(args),
         Command::Datasets => {
             for (name, about) in gradus::data::builtin_names() {
                 println!("{name:<8} {about}");

@@ -21,6 +21,11 @@ pub struct PredictArgs {
     /// An extra last column (a target) is ignored.
     #[arg(long)]
     input: PathBuf,
+    /// Print the values that the model's ONNX export returns, at full f32 precision: logits
+    /// for a classifier (no class column, no softmax), targets in their own units for
+    /// regression, and reconstructions for an autoencoder.
+    #[arg(long)]
+    raw: bool,
 }
 
 /// Rebuilds the network of a saved model.
@@ -68,7 +73,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         info.scaler.transform_row(row)?;
     }
     set.features.clear();
-    write_predictions(&info, &network, &params, &x, expected)?;
+    write_predictions(&info, &network, &params, &x, expected, args.raw)?;
     Ok(())
 }
 
@@ -78,25 +83,37 @@ fn write_predictions(
     params: &[f32],
     x: &[f32],
     width: usize,
+    raw: bool,
 ) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let outputs = network.output_size();
-    writeln!(out, "{}", header(info, outputs))?;
+    writeln!(out, "{}", header(info, outputs, raw))?;
     let mut ws = network.workspace(EVAL_BATCH);
     for chunk in x.chunks(EVAL_BATCH * width) {
         let n = chunk.len() / width;
         let z = network.forward(&mut ws, params, chunk, n, Mode::Eval, 0);
         for row in z.chunks(outputs) {
-            writeln!(out, "{}", format_row(info, row))?;
+            let line = if raw {
+                format_raw_row(info, row)
+            } else {
+                format_row(info, row)
+            };
+            writeln!(out, "{line}")?;
         }
     }
     out.flush()?;
     Ok(())
 }
 
-fn header(info: &ModelInfo, outputs: usize) -> String {
+fn header(info: &ModelInfo, outputs: usize, raw: bool) -> String {
     match info.task {
+        TaskKind::Classify if raw => info
+            .class_names
+            .iter()
+            .map(|c| format!("logit_{c}"))
+            .collect::<Vec<_>>()
+            .join(","),
         TaskKind::Classify => {
             let probs = info.class_names.iter().map(|c| format!("p_{c}"));
             std::iter::once("class".to_string())
@@ -132,19 +149,45 @@ fn format_row(info: &ModelInfo, z: &[f32]) -> String {
         TaskKind::Regress => z
             .iter()
             .enumerate()
-            .map(|(j, v)| {
-                let (m, s) = (info.target_mean[j], info.target_std[j]);
-                format!("{}", v * s + m)
-            })
+            .map(|(j, v)| format!("{}", target_value(info, j, *v)))
             .collect::<Vec<_>>()
             .join(","),
         TaskKind::Autoencoder => z
             .iter()
-            .map(|v| match info.loss {
-                gradus::nn::Loss::BinaryCrossEntropy => format!("{:.6}", 1.0 / (1.0 + (-v).exp())),
-                _ => format!("{v:.6}"),
-            })
+            .map(|v| format!("{:.6}", reconstruction(info, *v)))
             .collect::<Vec<_>>()
             .join(","),
+    }
+}
+
+/// Formats one output row for `--raw`. `{:e}` prints the shortest decimal that reads back as
+/// the same f32.
+fn format_raw_row(info: &ModelInfo, z: &[f32]) -> String {
+    let values: Vec<String> = match info.task {
+        TaskKind::Classify => z.iter().map(|v| format!("{v:e}")).collect(),
+        TaskKind::Regress => z
+            .iter()
+            .enumerate()
+            .map(|(j, v)| format!("{:e}", target_value(info, j, *v)))
+            .collect(),
+        TaskKind::Autoencoder => z
+            .iter()
+            .map(|v| format!("{:e}", reconstruction(info, *v)))
+            .collect(),
+    };
+    values.join(",")
+}
+
+/// Undoes the target standardisation of regression output `j`.
+fn target_value(info: &ModelInfo, j: usize, z: f32) -> f32 {
+    z * info.target_std[j] + info.target_mean[j]
+}
+
+/// Maps an autoencoder output to a reconstructed feature: a BCE-trained network outputs
+/// logits of intensities in `[0, 1]`.
+fn reconstruction(info: &ModelInfo, z: f32) -> f32 {
+    match info.loss {
+        gradus::nn::Loss::BinaryCrossEntropy => 1.0 / (1.0 + (-z).exp()),
+        _ => z,
     }
 }

@@ -24,8 +24,16 @@ fn network() -> (Network<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
 fn gauss_newton_system_solves_with_cg() {
     let (net, theta, x, t) = network();
     let counter = Arc::new(Counter::default());
-    let mut obj =
-        NetworkObjective::new(&net, Loss::SoftmaxCrossEntropy, &x, &t, 8, Mode::Eval, 0, counter);
+    let mut obj = NetworkObjective::new(
+        &net,
+        Loss::SoftmaxCrossEntropy,
+        &x,
+        &t,
+        8,
+        Mode::Eval,
+        0,
+        counter,
+    );
     let b: Vec<f64> = (0..net.param_count()).map(|i| (i as f64).cos()).collect();
     let mut d = vec![0.0; b.len()];
     let damping = 1e-2;
@@ -43,17 +51,36 @@ fn gauss_newton_system_solves_with_cg() {
     // Check (G + λI) d = b with products taken afresh through the objective.
     let mut gd = vec![0.0; d.len()];
     assert!(obj.gauss_newton_product(&theta, &d, &mut gd));
-    let residual: Vec<f64> = gd.iter().zip(&d).zip(&b).map(|((g, d), b)| g + damping * d - b).collect();
-    assert!(norm(&residual) <= 1e-8 * norm(&b), "residual {}", norm(&residual));
+    let residual: Vec<f64> = gd
+        .iter()
+        .zip(&d)
+        .zip(&b)
+        .map(|((g, d), b)| g + damping * d - b)
+        .collect();
+    assert!(
+        norm(&residual) <= 1e-8 * norm(&b),
+        "residual {}",
+        norm(&residual)
+    );
 }
 
 #[test]
 fn hessian_system_solves_with_minres() {
     let (net, theta, x, t) = network();
     let counter = Arc::new(Counter::default());
-    let mut obj =
-        NetworkObjective::new(&net, Loss::SoftmaxCrossEntropy, &x, &t, 8, Mode::Eval, 0, counter);
-    let b: Vec<f64> = (0..net.param_count()).map(|i| (i as f64 * 0.3).sin()).collect();
+    let mut obj = NetworkObjective::new(
+        &net,
+        Loss::SoftmaxCrossEntropy,
+        &x,
+        &t,
+        8,
+        Mode::Eval,
+        0,
+        counter,
+    );
+    let b: Vec<f64> = (0..net.param_count())
+        .map(|i| (i as f64 * 0.3).sin())
+        .collect();
     let mut d = vec![0.0; b.len()];
     let settings = Settings {
         rtol: 1e-9,

@@ -30,6 +30,11 @@ pub struct TrainArgs {
     /// from the data). For an autoencoder: the encoder, ending with the code size.
     #[arg(long, value_delimiter = ',')]
     layers: Option<Vec<usize>>,
+    /// Model as a layer list, for example
+    /// conv:32x3x3,relu,maxpool:2,conv:64x3x3,relu,maxpool:2,flatten,dense:128,relu
+    /// (replaces --layers; the output layer comes from the data).
+    #[arg(long)]
+    model: Option<String>,
     /// Autoencoder decoder sizes, comma-separated (default: the encoder mirrored).
     #[arg(long, value_delimiter = ',')]
     decoder: Option<Vec<usize>>,
@@ -182,7 +187,14 @@ fn apply_overrides(config: &mut RunConfig, args: TrainArgs) -> Result<()> {
         d.scale = args.scale;
     }
     let m = &mut config.model;
+    if args.layers.is_some() {
+        m.description = None;
+        m.stack = None;
+    }
     set(&mut m.layers, args.layers);
+    if args.model.is_some() {
+        m.description = args.model;
+    }
     if args.decoder.is_some() {
         m.decoder = args.decoder;
     }

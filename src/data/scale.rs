@@ -125,7 +125,9 @@ impl Scaler {
                 let (min, max) = data
                     .features
                     .iter()
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                        (lo.min(x), hi.max(x))
+                    });
                 offset.fill(min);
                 scale.fill(nonzero_scale(f64::from(max) - f64::from(min)));
             }

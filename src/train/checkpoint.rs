@@ -43,6 +43,8 @@ pub struct Checkpoint {
     pub params: Vec<f32>,
     /// Parameters of the best epoch.
     pub best_params: Vec<f32>,
+    /// Layer buffers (batch-norm running statistics) now and at the best epoch.
+    pub buffers: [Vec<f32>; 2],
     /// Method state.
     pub method: MethodState,
     /// Counters.
@@ -75,6 +77,9 @@ pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
             checkpoint.best_params.len(),
         ),
     ];
+    for (name, v) in ["buffers", "best_buffers"].iter().zip(&checkpoint.buffers) {
+        blobs.push((name.to_string(), Dtype::F32, f32_bytes(v), v.len()));
+    }
     for (name, v) in &checkpoint.method.vectors {
         blobs.push((format!("method.{name}"), Dtype::F64, f64_bytes(v), v.len()));
     }
@@ -124,6 +129,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     };
     let params = read_f32("params")?;
     let best_params = read_f32("best_params")?;
+    let buffers = [read_f32("buffers")?, read_f32("best_buffers")?];
     let mut method = MethodState {
         vectors: Vec::new(),
         scalars: progress.method_scalars.clone(),
@@ -142,6 +148,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint {
         params,
         best_params,
+        buffers,
         method,
         progress,
     })

@@ -3,7 +3,7 @@
 use crate::data::{ScaleKind, TaskKind};
 use crate::methods::schedule::{LrSchedule, Schedule};
 use crate::methods::MethodSpec;
-use crate::nn::{Activation, Init, Loss};
+use crate::nn::{Activation, Init, LayerSpec, Loss};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +72,12 @@ pub struct ModelConfig {
     pub init: Init,
     /// Loss; unset picks cross-entropy for classification and MSE otherwise.
     pub loss: Option<Loss>,
+    /// A compact layer list such as `conv:32x3x3,relu,maxpool:2,flatten,dense:128,relu`,
+    /// replacing `layers`, `activation` and `dropout`. The output layer is added from the data.
+    pub description: Option<String>,
+    /// The same as explicit layer tables (`[[model.stack]]` with `type = "conv2d"` and so on),
+    /// replacing `layers`; the output layer is added from the data.
+    pub stack: Option<Vec<LayerSpec>>,
 }
 
 impl Default for ModelConfig {
@@ -83,6 +89,8 @@ impl Default for ModelConfig {
             decoder: None,
             init: Init::Auto,
             loss: None,
+            description: None,
+            stack: None,
         }
     }
 }
@@ -181,7 +189,11 @@ impl RunConfig {
         }
         if let Some(limit) = t.time_limit_seconds {
             if !(limit.is_finite() && limit > 0.0) {
-                return Err(Error::setting("time-limit", limit, "must be a positive number of seconds"));
+                return Err(Error::setting(
+                    "time-limit",
+                    limit,
+                    "must be a positive number of seconds",
+                ));
             }
         }
         if t.epochs == 0 {
@@ -201,6 +213,9 @@ impl RunConfig {
                 f,
                 "must be in [0, 1), with validation + test below 1",
             ));
+        }
+        if let Some(text) = &self.model.description {
+            crate::nn::parse_model(text)?;
         }
         if !(0.0..1.0).contains(&self.model.dropout) {
             return Err(Error::setting(

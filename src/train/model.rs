@@ -51,14 +51,28 @@ pub fn encode_params<T: Scalar>(network: &Network<T>, params: &[T]) -> Result<Ve
     let buffers = network.buffers();
     for (i, layer) in network.layers().iter().enumerate() {
         let sources = [
-            (layer.param_tensors(), params, network.param_ranges()[i].start),
-            (layer.buffer_tensors(), &buffers[..], network.buffer_ranges()[i].start),
+            (
+                layer.param_tensors(),
+                params,
+                network.param_ranges()[i].start,
+            ),
+            (
+                layer.buffer_tensors(),
+                &buffers[..],
+                network.buffer_ranges()[i].start,
+            ),
         ];
         for (tensors, values, offset) in sources {
             for tensor in tensors {
                 let values = &values[offset + tensor.range.start..offset + tensor.range.end];
-                let bytes = values.iter().flat_map(|v| (v.as_f64() as f32).to_le_bytes());
-                blobs.push((format!("layers.{i}.{}", tensor.name), tensor.shape, bytes.collect()));
+                let bytes = values
+                    .iter()
+                    .flat_map(|v| (v.as_f64() as f32).to_le_bytes());
+                blobs.push((
+                    format!("layers.{i}.{}", tensor.name),
+                    tensor.shape,
+                    bytes.collect(),
+                ));
             }
         }
     }
@@ -87,8 +101,14 @@ pub fn decode_params<T: Scalar>(network: &Network<T>, bytes: &[u8], path: &Path)
     let mut buffers = vec![T::zero(); network.buffer_count()];
     for (i, layer) in network.layers().iter().enumerate() {
         let targets = [
-            (layer.param_tensors(), &mut params[network.param_ranges()[i].clone()]),
-            (layer.buffer_tensors(), &mut buffers[network.buffer_ranges()[i].clone()]),
+            (
+                layer.param_tensors(),
+                &mut params[network.param_ranges()[i].clone()],
+            ),
+            (
+                layer.buffer_tensors(),
+                &mut buffers[network.buffer_ranges()[i].clone()],
+            ),
         ];
         for (list, slice) in targets {
             read_tensors(&tensors, i, &list, slice).map_err(invalid)?;
@@ -107,7 +127,9 @@ fn read_tensors<T: Scalar>(
 ) -> std::result::Result<(), String> {
     for tensor in list {
         let name = format!("layers.{i}.{}", tensor.name);
-        let view = tensors.tensor(&name).map_err(|_| format!("tensor {name} is missing"))?;
+        let view = tensors
+            .tensor(&name)
+            .map_err(|_| format!("tensor {name} is missing"))?;
         if view.dtype() != Dtype::F32 || view.shape() != tensor.shape.as_slice() {
             return Err(format!(
                 "tensor {name} is {:?} {:?}, expected F32 {:?}",

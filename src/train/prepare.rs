@@ -91,7 +91,7 @@ pub fn setup(config: &RunConfig) -> Result<Setup> {
         TaskKind::Regress => target_statistics(&train),
         _ => (Vec::new(), Vec::new()),
     };
-    let layers = describe_network(config, train.feature_count(), output_size);
+    let layers = describe_network(config, output_size)?;
     let info = ModelInfo {
         format: MODEL_FORMAT.into(),
         version: 1,
@@ -169,18 +169,25 @@ fn target_statistics(d: &Dataset) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// The layer list: hidden layers from the config, an output layer sized by the data.
-pub fn describe_network(config: &RunConfig, inputs: usize, outputs: usize) -> Vec<LayerSpec> {
+pub fn describe_network(config: &RunConfig, outputs: usize) -> Result<Vec<LayerSpec>> {
     let m = &config.model;
-    let mut hidden = m.layers.clone();
-    if config.data.task == TaskKind::Autoencoder {
-        let decoder = match &m.decoder {
-            Some(d) => d.clone(),
-            None => m.layers.iter().rev().skip(1).copied().collect(),
-        };
-        hidden.extend(decoder);
-    }
-    let _ = inputs;
-    nn::mlp(&hidden, m.activation, m.dropout, outputs)
+    let mut specs = match (&m.description, &m.stack) {
+        (Some(text), _) => nn::parse_model(text)?,
+        (None, Some(stack)) => stack.clone(),
+        (None, None) => {
+            let mut hidden = m.layers.clone();
+            if config.data.task == TaskKind::Autoencoder {
+                let decoder = match &m.decoder {
+                    Some(d) => d.clone(),
+                    None => m.layers.iter().rev().skip(1).copied().collect(),
+                };
+                hidden.extend(decoder);
+            }
+            return Ok(nn::mlp(&hidden, m.activation, m.dropout, outputs));
+        }
+    };
+    specs.push(LayerSpec::Dense { units: outputs });
+    Ok(specs)
 }
 
 /// Converts a data set to network inputs and targets.

@@ -140,6 +140,7 @@ struct Run<'c> {
     method: Box<dyn Method<f32>>,
     params: Vec<f32>,
     best_params: Vec<f32>,
+    best_buffers: Vec<f32>,
     progress: Progress,
     counter: Arc<Counter>,
     eval_ws: Workspace<f32>,
@@ -155,7 +156,7 @@ impl<'c> Run<'c> {
         let kernels = Arc::new(Cpu::new(threads));
         let network = Network::new(&setup.info.input_shape, &setup.info.layers, kernels)?;
         let mut method = config.method.build::<f32>()?;
-        let (params, best_params, progress) = match restored {
+        let (params, best_params, best_buffers, progress) = match restored {
             Some(c) => {
                 if c.params.len() != network.param_count() {
                     return Err(Error::Data(format!(
@@ -166,7 +167,9 @@ impl<'c> Run<'c> {
                     )));
                 }
                 method.load_state(&c.method)?;
-                (c.params, c.best_params, c.progress)
+                let [buffers, best_buffers] = c.buffers;
+                network.set_buffers(&buffers)?;
+                (c.params, c.best_params, best_buffers, c.progress)
             }
             None => {
                 let p = network.init_params(config.model.init, config.training.seed);
@@ -174,7 +177,7 @@ impl<'c> Run<'c> {
                     best_loss: f64::INFINITY,
                     ..Progress::default()
                 };
-                (p.clone(), p, progress)
+                (p.clone(), p, network.buffers(), progress)
             }
         };
         let counter = Arc::new(Counter::default());
@@ -193,6 +196,7 @@ impl<'c> Run<'c> {
             method,
             params,
             best_params,
+            best_buffers,
             progress,
             counter,
             eval_ws,
@@ -393,6 +397,7 @@ impl<'c> Run<'c> {
             self.progress.best_epoch = epoch;
             self.progress.epochs_without_improvement = 0;
             self.best_params.copy_from_slice(&params);
+            self.best_buffers = self.network.buffers();
         } else {
             self.progress.epochs_without_improvement += 1;
         }
@@ -432,6 +437,7 @@ impl<'c> Run<'c> {
             &Checkpoint {
                 params: self.params.clone(),
                 best_params: self.best_params.clone(),
+                buffers: [self.network.buffers(), self.best_buffers.clone()],
                 method: state,
                 progress: self.progress.clone(),
             },
@@ -440,6 +446,7 @@ impl<'c> Run<'c> {
 
     fn finish(mut self, dir: &Path, started: Instant) -> Result<Summary> {
         let best = std::mem::take(&mut self.best_params);
+        self.network.set_buffers(&self.best_buffers)?;
         let train = self.evaluate(&best, Which::Train);
         let validation = self.evaluate(&best, Which::Validation);
         let test = self.evaluate(&best, Which::Test);

@@ -57,7 +57,7 @@ pub enum Curvature {
 
 /// Settings of [`HessianFree`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields)]
 pub struct HfSettings {
     /// Initial Tikhonov damping `λ`. Martens' demo code starts at 45 for deep autoencoders
     /// with many outputs. The adaptation moves `λ` by a factor of up to 3/2 per iteration.
@@ -115,22 +115,22 @@ impl HfSettings {
         }
         if !(self.curvature_fraction > 0.0 && self.curvature_fraction <= 1.0) {
             return Err(Error::setting(
-                "curvature-fraction",
+                "curvature_fraction",
                 self.curvature_fraction,
-                "expected 0 < curvature-fraction <= 1",
+                "expected 0 < curvature_fraction <= 1",
             ));
         }
         if self.max_krylov_iterations == 0 {
             return Err(Error::setting(
-                "max-krylov-iterations",
+                "max_krylov_iterations",
                 self.max_krylov_iterations,
                 "expected at least 1",
             ));
         }
         let tolerances = [
-            ("krylov-tolerance", self.krylov_tolerance),
-            ("progress-tolerance", self.progress_tolerance),
-            ("gradient-tolerance", self.gradient_tolerance),
+            ("krylov_tolerance", self.krylov_tolerance),
+            ("progress_tolerance", self.progress_tolerance),
+            ("gradient_tolerance", self.gradient_tolerance),
         ];
         for (name, value) in tolerances {
             if !(value >= 0.0 && value.is_finite()) {
@@ -139,14 +139,14 @@ impl HfSettings {
         }
         if !(0.0..=1.0).contains(&self.warm_start_decay) {
             return Err(Error::setting(
-                "warm-start-decay",
+                "warm_start_decay",
                 self.warm_start_decay,
-                "expected 0 <= warm-start-decay <= 1",
+                "expected 0 <= warm_start_decay <= 1",
             ));
         }
         if self.max_iterations_per_step == 0 {
             return Err(Error::setting(
-                "max-iterations-per-step",
+                "max_iterations_per_step",
                 self.max_iterations_per_step,
                 "expected at least 1",
             ));
@@ -1092,28 +1092,28 @@ mod tests {
                 },
             ),
             (
-                "curvature-fraction",
+                "curvature_fraction",
                 HfSettings {
                     curvature_fraction: 1.5,
                     ..Default::default()
                 },
             ),
             (
-                "max-krylov-iterations",
+                "max_krylov_iterations",
                 HfSettings {
                     max_krylov_iterations: 0,
                     ..Default::default()
                 },
             ),
             (
-                "progress-tolerance",
+                "progress_tolerance",
                 HfSettings {
                     progress_tolerance: -1.0,
                     ..Default::default()
                 },
             ),
             (
-                "warm-start-decay",
+                "warm_start_decay",
                 HfSettings {
                     warm_start_decay: 2.0,
                     ..Default::default()

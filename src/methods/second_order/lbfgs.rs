@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 
 /// Settings of [`Lbfgs`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields)]
 pub struct LbfgsSettings {
     /// Number of `(s, y)` pairs kept.
     pub history: usize,
@@ -61,23 +61,23 @@ impl LbfgsSettings {
         }
         if self.max_iterations_per_step == 0 {
             return Err(Error::setting(
-                "max-iterations-per-step",
+                "max_iterations_per_step",
                 self.max_iterations_per_step,
                 "expected at least 1",
             ));
         }
         if !(self.gradient_tolerance >= 0.0 && self.gradient_tolerance.is_finite()) {
             return Err(Error::setting(
-                "gradient-tolerance",
+                "gradient_tolerance",
                 self.gradient_tolerance,
                 "expected a finite value >= 0",
             ));
         }
         if !(0.0..1.0).contains(&self.curvature_tolerance) {
             return Err(Error::setting(
-                "curvature-tolerance",
+                "curvature_tolerance",
                 self.curvature_tolerance,
-                "expected 0 <= curvature-tolerance < 1",
+                "expected 0 <= curvature_tolerance < 1",
             ));
         }
         self.line_search().validate()
@@ -536,14 +536,14 @@ mod tests {
                 },
             ),
             (
-                "max-iterations-per-step",
+                "max_iterations_per_step",
                 LbfgsSettings {
                     max_iterations_per_step: 0,
                     ..Default::default()
                 },
             ),
             (
-                "gradient-tolerance",
+                "gradient_tolerance",
                 LbfgsSettings {
                     gradient_tolerance: -1.0,
                     ..Default::default()

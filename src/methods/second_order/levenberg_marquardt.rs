@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// Settings of [`LevenbergMarquardt`]. The damping names and defaults are those of MATLAB's
 /// `trainlm`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields)]
 pub struct LmSettings {
     /// Initial damping `μ`.
     pub mu: f64,
@@ -61,42 +61,42 @@ impl LmSettings {
         }
         if !(self.mu_dec > 0.0 && self.mu_dec < 1.0) {
             return Err(Error::setting(
-                "mu-dec",
+                "mu_dec",
                 self.mu_dec,
-                "expected 0 < mu-dec < 1",
+                "expected 0 < mu_dec < 1",
             ));
         }
         if !(self.mu_inc > 1.0 && self.mu_inc.is_finite()) {
             return Err(Error::setting(
-                "mu-inc",
+                "mu_inc",
                 self.mu_inc,
                 "expected a finite value > 1",
             ));
         }
         if self.mu_max < self.mu || self.mu_max.is_nan() {
             return Err(Error::setting(
-                "mu-max",
+                "mu_max",
                 self.mu_max,
-                "expected mu-max >= mu",
+                "expected mu_max >= mu",
             ));
         }
         if self.max_parameters == 0 {
             return Err(Error::setting(
-                "max-parameters",
+                "max_parameters",
                 self.max_parameters,
                 "expected at least 1",
             ));
         }
         if self.max_iterations_per_step == 0 {
             return Err(Error::setting(
-                "max-iterations-per-step",
+                "max_iterations_per_step",
                 self.max_iterations_per_step,
                 "expected at least 1",
             ));
         }
         if !(self.gradient_tolerance >= 0.0 && self.gradient_tolerance.is_finite()) {
             return Err(Error::setting(
-                "gradient-tolerance",
+                "gradient_tolerance",
                 self.gradient_tolerance,
                 "expected a finite value >= 0",
             ));
@@ -151,8 +151,8 @@ impl<T: Scalar> LevenbergMarquardt<T> {
                 parameters,
                 &format!(
                     "levenberg-marquardt forms a dense {parameters}×{parameters} matrix and \
-                     accepts at most max-parameters = {limit}. Use hessian-free or lbfgs for \
-                     this network, or raise max-parameters"
+                     accepts at most max_parameters = {limit}. Use hessian-free or lbfgs for \
+                     this network, or raise max_parameters"
                 ),
             ));
         }
@@ -312,7 +312,7 @@ impl<T: Scalar> Method<T> for LevenbergMarquardt<T> {
             Some(mu) => Err(Error::setting(
                 "levenberg-marquardt state mu",
                 mu,
-                "expected 0 < mu <= mu-max",
+                "expected 0 < mu <= mu_max",
             )),
             None => Err(Error::setting(
                 "levenberg-marquardt state",
@@ -457,7 +457,7 @@ mod tests {
             .expect_err("51 parameters exceed 50");
         let message = error.to_string();
         assert!(message.contains("51"), "{message}");
-        assert!(message.contains("max-parameters = 50"), "{message}");
+        assert!(message.contains("max_parameters = 50"), "{message}");
         assert!(message.contains("Use hessian-free or lbfgs"), "{message}");
     }
 
@@ -484,28 +484,28 @@ mod tests {
                 },
             ),
             (
-                "mu-dec",
+                "mu_dec",
                 LmSettings {
                     mu_dec: 1.0,
                     ..Default::default()
                 },
             ),
             (
-                "mu-inc",
+                "mu_inc",
                 LmSettings {
                     mu_inc: 0.5,
                     ..Default::default()
                 },
             ),
             (
-                "mu-max",
+                "mu_max",
                 LmSettings {
                     mu_max: 1e-6,
                     ..Default::default()
                 },
             ),
             (
-                "max-parameters",
+                "max_parameters",
                 LmSettings {
                     max_parameters: 0,
                     ..Default::default()

@@ -58,7 +58,7 @@ impl StrongWolfe {
         }
         if self.max_evaluations == 0 {
             return Err(Error::setting(
-                "line-search-evaluations",
+                "line_search_evaluations",
                 self.max_evaluations,
                 "expected at least 1",
             ));

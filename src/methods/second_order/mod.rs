@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn spec_reads_partial_toml() {
         let text =
-            "[method]\nname = \"hessian-free\"\nkrylov = \"gmres\"\nmax-krylov-iterations = 40\n";
+            "[method]\nname = \"hessian-free\"\nkrylov = \"gmres\"\nmax_krylov_iterations = 40\n";
         let config: Config = toml::from_str(text).expect("valid config");
         let expected = SecondOrderSpec::HessianFree(HfSettings {
             krylov: KrylovMethod::Gmres,

@@ -24,7 +24,7 @@ pub enum NcgVariant {
 
 /// Settings of [`NonlinearCg`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields)]
 pub struct NcgSettings {
     /// The formula for `β`.
     pub variant: NcgVariant,
@@ -63,14 +63,14 @@ impl NcgSettings {
     pub fn validate(&self) -> Result<()> {
         if self.max_iterations_per_step == 0 {
             return Err(Error::setting(
-                "max-iterations-per-step",
+                "max_iterations_per_step",
                 self.max_iterations_per_step,
                 "expected at least 1",
             ));
         }
         if !(self.gradient_tolerance >= 0.0 && self.gradient_tolerance.is_finite()) {
             return Err(Error::setting(
-                "gradient-tolerance",
+                "gradient_tolerance",
                 self.gradient_tolerance,
                 "expected a finite value >= 0",
             ));
@@ -383,7 +383,7 @@ mod tests {
     #[test]
     fn variant_names_deserialize() {
         let settings: NcgSettings =
-            toml::from_str("variant = \"fletcher-reeves\"\nrestart-interval = 5").expect("toml");
+            toml::from_str("variant = \"fletcher-reeves\"\nrestart_interval = 5").expect("toml");
         assert_eq!(settings.variant, NcgVariant::FletcherReeves);
         assert_eq!(settings.restart_interval, 5);
         assert!(toml::from_str::<NcgSettings>("restart = 5").is_err());

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// Where the data comes from and how it is split and scaled.
+    /// Data source, splitting and scaling.
     pub data: DataConfig,
     /// The network.
     pub model: ModelConfig,
@@ -153,7 +153,7 @@ impl RunConfig {
             .map_err(|e| Error::Data(format!("failed to encode config: {e}")))
     }
 
-    /// The loss for this task.
+    /// Returns the loss for this task.
     pub fn loss(&self) -> Loss {
         self.model.loss.unwrap_or(match self.data.task {
             TaskKind::Classify => Loss::SoftmaxCrossEntropy,
@@ -161,7 +161,7 @@ impl RunConfig {
         })
     }
 
-    /// The feature scaling for this task and data; `image` says whether samples are images.
+    /// Returns the feature scaling for this task; `image` is true when samples are images.
     pub fn scale(&self, image: bool) -> ScaleKind {
         self.data.scale.unwrap_or(match (image, self.data.task) {
             (true, _) => ScaleKind::GlobalMinMax,

@@ -168,7 +168,8 @@ fn target_statistics(d: &Dataset) -> (Vec<f32>, Vec<f32>) {
     (mean.iter().map(|&m| m as f32).collect(), std)
 }
 
-/// The layer list: hidden layers from the config, an output layer sized by the data.
+/// Builds the layer list: hidden layers from the config, then an output layer sized by the
+/// data.
 pub fn describe_network(config: &RunConfig, outputs: usize) -> Result<Vec<LayerSpec>> {
     let m = &config.model;
     let mut specs = match (&m.description, &m.stack) {

@@ -74,8 +74,10 @@ pub struct CmaEsSettings {
     pub generations_per_step: usize,
 }
 
-/// Default generations per step: enough that the default 100 epochs run 5000 generations.
-pub const GENERATIONS_PER_STEP: usize = 50;
+/// Default generations per step, so the default 100 epochs run up to 1000 generations. On
+/// iris with one hidden layer of 4 units, 1, 10 and 50 all reach a test accuracy of at least
+/// 0.93 for seeds 0 to 3, because early stopping ends those runs within 62 epochs.
+pub const GENERATIONS_PER_STEP: usize = 10;
 
 impl Default for CmaEsSettings {
     fn default() -> Self {

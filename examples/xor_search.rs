@@ -19,6 +19,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
+/// Builds a method's settings for one seed.
+type SpecForSeed = fn(u64) -> SearchSpec;
+
 const SEEDS: u64 = 50;
 const SOLVED_BELOW: f64 = 0.01;
 const RANDOM_SAMPLES: usize = 10_000;
@@ -113,7 +116,7 @@ fn main() -> gradus::Result<()> {
 
     // The other search methods with default settings apart from the seed, stopped after
     // SEARCH_STEPS steps, when they finish, or once they solve XOR.
-    let searches: [(&str, fn(u64) -> SearchSpec); 4] = [
+    let searches: [(&str, SpecForSeed); 4] = [
         ("CMA-ES", |seed| {
             SearchSpec::CmaEs(CmaEsSettings {
                 seed,

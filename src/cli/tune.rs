@@ -119,8 +119,9 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let results = run_trials(&configs, &out, args.jobs);
     let table = results_table(&search, &assignments, &results);
     print!("{}", table.text);
-    std::fs::write(out.join("results.csv"), &table.csv)
-        .map_err(|e| gradus::Error::io("failed to write", &out.join("results.csv"), e))?;
+    let csv_path = out.join("results.csv");
+    std::fs::write(&csv_path, &table.csv)
+        .map_err(|e| gradus::Error::io("failed to write", &csv_path, e))?;
 
     let best = best_trial(&results).context("every trial failed; see the errors above")?;
     let best_path = out.join("best.toml");

@@ -70,7 +70,7 @@ pub struct CmaEsSettings {
     /// Seed of the samples. Default 0.
     pub seed: u64,
     /// Generations per call of `step`, >= 1. The training loop calls `step` once per epoch,
-    /// so this sets how many generations an epoch runs. Default GENERATIONS_PER_STEP.
+    /// so this sets how many generations an epoch runs. Default 10.
     pub generations_per_step: usize,
 }
 

@@ -55,7 +55,7 @@ fn main() -> gradus::Result<()> {
     };
 
     println!("XOR 2-2-1 sigmoid network, MSE < {SOLVED_BELOW}, {SEEDS} seeds");
-    println!("{:<46} {:>7}", "method", "solved");
+    println!("{:<48} {:>7}", "method", "solved");
     let locals = [
         ("gradus", LocalMethod::Lbfgs(LbfgsSettings::default())),
         ("argmin", LocalMethod::ArgminLbfgs(LbfgsSettings::default())),
@@ -68,7 +68,7 @@ fn main() -> gradus::Result<()> {
             solved += usize::from(result.success && result.value < SOLVED_BELOW);
         }
         let label = format!("L-BFGS alone ({name}, default settings)");
-        println!("{label:<46} {solved:>7}");
+        println!("{label:<48} {solved:>7}");
     }
     for (name, local) in &locals {
         let mut solved = 0;
@@ -91,7 +91,7 @@ fn main() -> gradus::Result<()> {
         }
         let label = format!("basin hopping ({name} L-BFGS, niter 100)");
         println!(
-            "{label:<46} {solved:>7}   ({} forward-sample evaluations per run on average)",
+            "{label:<48} {solved:>7}   ({} forward-sample evaluations per run on average)",
             evaluations / SEEDS
         );
     }
@@ -111,7 +111,7 @@ fn main() -> gradus::Result<()> {
             solved += usize::from(report.loss < SOLVED_BELOW);
         }
         let name = format!("random search, {RANDOM_SAMPLES} uniform samples in ±{width}");
-        println!("{name:<46} {solved:>7}");
+        println!("{name:<48} {solved:>7}");
     }
 
     // The other search methods with default settings apart from the seed, stopped after
@@ -164,7 +164,7 @@ fn main() -> gradus::Result<()> {
         }
         let label = format!("{name} (defaults, up to {SEARCH_STEPS} steps)");
         println!(
-            "{label:<46} {solved:>7}   ({} forward-sample evaluations per run on average)",
+            "{label:<48} {solved:>7}   ({} forward-sample evaluations per run on average)",
             evaluations / SEEDS
         );
     }

@@ -66,7 +66,7 @@ struct Search {
     spaces: Vec<Space>,
 }
 
-/// What one finished trial produced.
+/// The outcome of one finished trial.
 struct TrialResult {
     summary: Option<Summary>,
     error: Option<String>,

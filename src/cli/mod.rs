@@ -8,6 +8,7 @@ mod export;
 mod predict;
 mod progress;
 mod train;
+mod tune;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Train a network and write a run folder.
     Train(Box<train::TrainArgs>),
+    /// Search hyperparameters: one training run per trial, scored on the validation split.
+    Tune(Box<tune::TuneArgs>),
     /// Evaluate a trained model on a data set.
     Evaluate(evaluate::EvaluateArgs),
     /// Print a trained model's predictions for a CSV file as CSV.
@@ -55,6 +58,7 @@ pub fn run() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Train(args) => train::run(*args),
+        Command::Tune(args) => tune::run(*args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Export(args) => export::run(args),

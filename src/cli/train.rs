@@ -6,11 +6,25 @@ use clap::Args;
 use gradus::data::{ScaleKind, TaskKind};
 use gradus::nn::{Activation, Init, Loss};
 use gradus::train::{self, RunConfig, RunOptions, Summary};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Options of `gradus train`. Each one overrides the same key of `--config`.
+/// Options of `gradus train`.
 #[derive(Args)]
 pub struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Run folder (default: runs/<timestamp>). It must not hold a run already.
+    #[arg(long, conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+/// The run options that `gradus train` and `gradus tune` share. Each one overrides the same
+/// key of `--config`.
+#[derive(Args)]
+pub struct RunArgs {
     /// Data: digits, iris, csv:PATH or idx:DIR.
     #[arg(long)]
     data: Option<String>,
@@ -108,12 +122,26 @@ pub struct TrainArgs {
     /// TOML config file; the options above override its keys.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Run folder (default: runs/<timestamp>). It must not hold a run already.
-    #[arg(long, conflicts_with = "resume")]
-    out: Option<PathBuf>,
-    /// Continue the run in this folder from its last checkpoint.
-    #[arg(long)]
-    resume: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Reads `--config` (or the default config without one) and applies the other options.
+    pub fn into_config(self) -> Result<RunConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                read_config(path).with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => RunConfig::default(),
+        };
+        apply_overrides(&mut config, self)?;
+        Ok(config)
+    }
+}
+
+fn read_config(path: &Path) -> Result<RunConfig> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| gradus::Error::io("failed to read", path, e))?;
+    Ok(RunConfig::from_toml(&text)?)
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -133,42 +161,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
 }
 
 fn build_config(args: TrainArgs) -> Result<(RunConfig, RunOptions)> {
-    let (mut config, options) = match &args.resume {
+    match args.resume {
         Some(dir) => {
-            let path = dir.join("config.toml");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| gradus::Error::io("failed to read", &path, e))?;
-            let config = RunConfig::from_toml(&text)?;
-            (
-                config,
-                RunOptions {
-                    out: dir.clone(),
-                    resume: true,
-                },
-            )
+            // A resumed run starts from its own config.toml, so `--config` is ignored.
+            let mut config = read_config(&dir.join("config.toml"))?;
+            apply_overrides(&mut config, args.run)?;
+            let options = RunOptions {
+                out: dir,
+                resume: true,
+            };
+            Ok((config, options))
         }
         None => {
-            let config = match &args.config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .map_err(|e| gradus::Error::io("failed to read", path, e))?;
-                    RunConfig::from_toml(&text)
-                        .with_context(|| format!("in config file {}", path.display()))?
-                }
-                None => RunConfig::default(),
-            };
-            let out = args
-                .out
-                .clone()
-                .unwrap_or_else(train::files::default_run_dir);
-            (config, RunOptions { out, resume: false })
+            let config = args.run.into_config()?;
+            let out = args.out.unwrap_or_else(train::files::default_run_dir);
+            Ok((config, RunOptions { out, resume: false }))
         }
-    };
-    apply_overrides(&mut config, args)?;
-    Ok((config, options))
+    }
 }
 
-fn apply_overrides(config: &mut RunConfig, args: TrainArgs) -> Result<()> {
+fn apply_overrides(config: &mut RunConfig, args: RunArgs) -> Result<()> {
     let d = &mut config.data;
     set(&mut d.source, args.data);
     if args.target.is_some() {
@@ -256,9 +268,12 @@ fn print_summary(s: &Summary, out: &std::path::Path) {
         s.method, s.data, s.epochs, s.best_epoch, s.wall_seconds, s.samples_per_second
     );
     println!(
-        "train loss {:.4}, test loss {:.4}",
-        s.train_loss, s.test_loss
+        "train loss {:.4}, validation loss {:.4}, test loss {:.4}",
+        s.train_loss, s.validation_loss, s.test_loss
     );
+    if let Some(a) = s.validation_accuracy {
+        println!("validation accuracy {a:.4}");
+    }
     if let Some(a) = s.test_accuracy {
         println!("test accuracy {a:.4}");
     }

@@ -58,6 +58,9 @@ pub struct Summary {
     pub train_loss: f64,
     /// Validation loss with the kept parameters.
     pub validation_loss: f64,
+    /// Validation accuracy with the kept parameters (classification).
+    #[serde(default)]
+    pub validation_accuracy: Option<f64>,
     /// Test loss.
     pub test_loss: f64,
     /// Test accuracy (classification).
@@ -463,6 +466,7 @@ impl<'c> Run<'c> {
             wall_seconds: started.elapsed().as_secs_f64(),
             train_loss: train.loss,
             validation_loss: validation.loss,
+            validation_accuracy: validation.accuracy,
             test_loss: test.loss,
             test_accuracy: test.accuracy,
             test_rmse: test.rmse,

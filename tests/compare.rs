@@ -21,7 +21,12 @@ fn assert_png(path: &Path) {
         "{} has no PNG signature",
         path.display()
     );
-    assert!(bytes.len() > 5_000, "{} is only {} bytes", path.display(), bytes.len());
+    assert!(
+        bytes.len() > 5_000,
+        "{} is only {} bytes",
+        path.display(),
+        bytes.len()
+    );
 }
 
 fn summary(dir: &Path) -> Value {
@@ -59,20 +64,35 @@ fn compare_writes_table_plots_and_report() {
     ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "gradus compare failed: {stderr}");
-    assert!(stderr.contains("[6/6] lbfgs, seed 1"), "progress missing: {stderr}");
+    assert!(
+        stderr.contains("[6/6] lbfgs, seed 1"),
+        "progress missing: {stderr}"
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     for m in methods {
         assert!(stdout.contains(m), "table has no row for {m}: {stdout}");
     }
 
-    for stem in ["loss_vs_time", "loss_vs_evaluations", "metric_vs_time", "descent_paths"] {
+    for stem in [
+        "loss_vs_time",
+        "loss_vs_evaluations",
+        "metric_vs_time",
+        "descent_paths",
+    ] {
         assert_png(&out.join(format!("{stem}.png")));
         let svg = fs::read_to_string(out.join(format!("{stem}.svg"))).expect("SVG file");
         assert!(svg.contains("<svg"), "{stem}.svg is not SVG");
     }
     let html = fs::read_to_string(out.join("report.html")).expect("report.html");
     assert_eq!(html.matches("data:image/png;base64,").count(), 4);
-    assert!(!html.contains("http://") && !html.contains("https://"));
+    assert!(
+        !html.contains("http://"),
+        "report.html links to a web address"
+    );
+    assert!(
+        !html.contains("https://"),
+        "report.html links to a web address"
+    );
 
     let text = fs::read_to_string(out.join("summary.csv")).expect("summary.csv");
     let mut reader = csv::Reader::from_reader(text.as_bytes());
@@ -87,10 +107,22 @@ fn compare_writes_table_plots_and_report() {
             .collect();
         let mean = |key: &str| runs.iter().map(|s| s[key].as_f64().unwrap()).sum::<f64>() / 2.0;
         let number = |name: &str| row[column[name]].parse::<f64>().expect(name);
-        assert!(close(number("train_loss_mean"), mean("train_loss")), "{method} train loss");
-        assert!(close(number("test_mean"), mean("test_accuracy")), "{method} accuracy");
-        assert!(close(number("wall_seconds_mean"), mean("wall_seconds")), "{method} wall time");
-        assert!(close(number("evaluations_mean"), mean("evaluations")), "{method} evaluations");
+        assert!(
+            close(number("train_loss_mean"), mean("train_loss")),
+            "{method} train loss"
+        );
+        assert!(
+            close(number("test_mean"), mean("test_accuracy")),
+            "{method} accuracy"
+        );
+        assert!(
+            close(number("wall_seconds_mean"), mean("wall_seconds")),
+            "{method} wall time"
+        );
+        assert!(
+            close(number("evaluations_mean"), mean("evaluations")),
+            "{method} evaluations"
+        );
         assert_eq!(&row[column["test_metric"]], "accuracy");
         assert_eq!(runs[0]["epochs"].as_u64(), Some(15), "{method} epochs");
         // The default target is reached by every run.
@@ -106,14 +138,26 @@ fn compare_writes_table_plots_and_report() {
         "--out",
         plot.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "gradus plot failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "gradus plot failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_png(&plot);
 }
 
 #[test]
 fn compare_rejects_bad_budget() {
     let o = gradus(&[
-        "compare", "--data", "iris", "--methods", "sgd", "--budget", "ten", "--out", "/tmp/x",
+        "compare",
+        "--data",
+        "iris",
+        "--methods",
+        "sgd",
+        "--budget",
+        "ten",
+        "--out",
+        "/tmp/x",
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("budget"));

@@ -79,7 +79,10 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     let mut methods = Vec::new();
     for name in &args.methods {
-        if methods.iter().any(|(n, _): &(String, MethodSpec)| n == name) {
+        if methods
+            .iter()
+            .any(|(n, _): &(String, MethodSpec)| n == name)
+        {
             anyhow::bail!("method {name} is listed twice in --methods");
         }
         methods.push((name.clone(), MethodSpec::default_for(name)?));

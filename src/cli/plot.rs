@@ -32,8 +32,18 @@ pub fn run(args: PlotArgs) -> Result<()> {
         for (name, records) in &runs {
             let train = |e: &EpochRecord| e.train_loss;
             let validation = |e: &EpochRecord| e.validation.loss;
-            curves.push(seed_curve(&format!("{name} train"), &[records.as_slice()], x, &train));
-            curves.push(seed_curve(&format!("{name} validation"), &[records.as_slice()], x, &validation));
+            curves.push(seed_curve(
+                &format!("{name} train"),
+                &[records.as_slice()],
+                x,
+                &train,
+            ));
+            curves.push(seed_curve(
+                &format!("{name} validation"),
+                &[records.as_slice()],
+                x,
+                &validation,
+            ));
         }
         curves
     };

@@ -28,7 +28,7 @@ pub struct PathRecorder {
     stride: usize,
 }
 
-/// What the loss grid needs from a run's setup.
+/// The network description and training samples that the loss grid needs.
 pub struct GridData {
     input_shape: Vec<usize>,
     layers: Vec<crate::nn::LayerSpec>,
@@ -45,7 +45,7 @@ impl Default for PathRecorder {
 }
 
 impl PathRecorder {
-    /// An empty recorder.
+    /// Creates an empty recorder.
     pub fn new() -> Self {
         PathRecorder {
             snapshots: Vec::new(),
@@ -58,7 +58,10 @@ impl PathRecorder {
     pub fn on_start(&mut self, setup: &Setup) {
         let train = &setup.train;
         let n = train.len.min(GRID_SAMPLES);
-        let (din, dout) = (train.x.len() / train.len.max(1), train.t.len() / train.len.max(1));
+        let (din, dout) = (
+            train.x.len() / train.len.max(1),
+            train.t.len() / train.len.max(1),
+        );
         let info = &setup.info;
         self.setup = Some(GridData {
             input_shape: info.input_shape.clone(),
@@ -79,7 +82,11 @@ impl PathRecorder {
     /// latest snapshot are always kept.
     pub fn record(&mut self, epoch: usize, params: &[f32]) {
         // A latest snapshot kept off the stride gives way to the new latest one.
-        if self.snapshots.last().is_some_and(|s| s.0 % self.stride != 0) {
+        if self
+            .snapshots
+            .last()
+            .is_some_and(|s| s.0 % self.stride != 0)
+        {
             self.snapshots.pop();
         }
         self.snapshots.push((epoch, params.to_vec()));
@@ -144,7 +151,11 @@ impl Landscape {
             .map(|(name, p)| (name.clone(), p.iter().map(|(_, s)| project(s)).collect()))
             .collect();
         let (xs, ys) = grid_axes(&projected, size.max(2));
-        let threads = if threads == 0 { rayon::current_num_threads() } else { threads };
+        let threads = if threads == 0 {
+            rayon::current_num_threads()
+        } else {
+            threads
+        };
         let network = Network::new(&data.input_shape, &data.layers, Arc::new(Cpu::new(threads)))?;
         let mut ws = network.workspace(data.data.len.max(1));
         let spec = EvalSpec {
@@ -204,7 +215,9 @@ fn principal_plane(rows: &[Vec<f32>], dim: usize) -> (Vec<f32>, Vec<f32>, f64) {
 
 fn power_direction(rows: &[Vec<f32>], dim: usize, orthogonal_to: Option<&[f32]>) -> Vec<f32> {
     // A fixed, non-degenerate start vector keeps the result reproducible.
-    let mut w: Vec<f32> = (0..dim).map(|i| 1.0 + ((i * 7919) % 13) as f32 / 13.0).collect();
+    let mut w: Vec<f32> = (0..dim)
+        .map(|i| 1.0 + ((i * 7919) % 13) as f32 / 13.0)
+        .collect();
     for _ in 0..POWER_ITERATIONS {
         if let Some(o) = orthogonal_to {
             remove_component(&mut w, o);
@@ -291,7 +304,11 @@ mod tests {
 
     #[test]
     fn plane_spans_two_directions() {
-        let rows = vec![vec![3.0, 0.0, 0.0], vec![0.0, 1.0, 0.0], vec![6.0, 0.5, 0.0]];
+        let rows = vec![
+            vec![3.0, 0.0, 0.0],
+            vec![0.0, 1.0, 0.0],
+            vec![6.0, 0.5, 0.0],
+        ];
         let (u, v, explained) = principal_plane(&rows, 3);
         assert!((dot(&u, &u) - 1.0).abs() < 1e-5);
         assert!(dot(&u, &v).abs() < 1e-5);

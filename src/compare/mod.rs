@@ -93,7 +93,7 @@ impl Budget {
         }
     }
 
-    /// The budget in words, for tables and reports.
+    /// Describes the budget in words, for tables and reports.
     pub fn describe(&self) -> String {
         match self {
             Budget::Seconds(s) => format!("{s} s of training time"),
@@ -110,10 +110,18 @@ pub fn read_settings(text: &str, methods: &mut [(String, MethodSpec)]) -> Result
         .map_err(|e| Error::Data(format!("invalid settings file: {e}")))?;
     for (key, value) in &table {
         if key != "methods" {
-            return Err(Error::setting("settings", key, "only [methods.NAME] tables are allowed"));
+            return Err(Error::setting(
+                "settings",
+                key,
+                "only [methods.NAME] tables are allowed",
+            ));
         }
         let Some(per_method) = value.as_table() else {
-            return Err(Error::setting("settings", key, "must be a table of method tables"));
+            return Err(Error::setting(
+                "settings",
+                key,
+                "must be a table of method tables",
+            ));
         };
         for (name, settings) in per_method {
             let Some((_, spec)) = methods.iter_mut().find(|(n, _)| n == name) else {
@@ -124,7 +132,11 @@ pub fn read_settings(text: &str, methods: &mut [(String, MethodSpec)]) -> Result
                 ));
             };
             let Some(settings) = settings.as_table() else {
-                return Err(Error::setting("settings", name, "must be a table of KEY = VALUE"));
+                return Err(Error::setting(
+                    "settings",
+                    name,
+                    "must be a table of KEY = VALUE",
+                ));
             };
             for (k, v) in settings {
                 let text = match v {
@@ -258,9 +270,14 @@ pub fn run(config: &CompareConfig, progress: &mut dyn CompareProgress) -> Result
             });
         }
     }
-    let target = config.target_loss.unwrap_or_else(|| default_target(&results));
+    let target = config
+        .target_loss
+        .unwrap_or_else(|| default_target(&results));
     let rows = table_rows(&config.methods, &results, target);
-    write_atomic(&config.out.join("summary.csv"), summary_csv(&rows, target).as_bytes())?;
+    write_atomic(
+        &config.out.join("summary.csv"),
+        summary_csv(&rows, target).as_bytes(),
+    )?;
     let mut images = plot::draw_comparison(&config.out, &results, &config.methods)?;
     if let Some(setup) = setup {
         let landscape = landscape::Landscape::compute(
@@ -312,7 +329,7 @@ pub fn read_records(dir: &Path) -> Result<Vec<EpochRecord>> {
         .collect()
 }
 
-/// The default target loss: 1.1 times the largest of the runs' lowest epoch training losses,
+/// Returns the default target loss: 1.1 times the largest of the runs' lowest epoch training losses,
 /// so that every run reaches it and the column ranks methods by speed.
 pub fn default_target(results: &[RunResult]) -> f64 {
     let lowest = results.iter().map(|r| {
@@ -321,15 +338,18 @@ pub fn default_target(results: &[RunResult]) -> f64 {
             .map(|e| e.train_loss)
             .fold(f64::INFINITY, f64::min)
     });
-    lowest.filter(|l| l.is_finite()).fold(f64::NEG_INFINITY, f64::max) * 1.1
+    lowest
+        .filter(|l| l.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max)
+        * 1.1
 }
 
-/// The first epoch record whose training loss is at or below `target`.
+/// Returns the first epoch record whose training loss is at or below `target`.
 pub fn first_at_target(records: &[EpochRecord], target: f64) -> Option<&EpochRecord> {
     records.iter().find(|r| r.train_loss <= target)
 }
 
-/// The test metric of a summary: accuracy to classify, RMSE to regress, and the loss otherwise.
+/// Returns the test metric of a summary: accuracy to classify, RMSE to regress, and the loss otherwise.
 fn test_metric(s: &Summary) -> (&'static str, f64) {
     if let Some(a) = s.test_accuracy {
         ("accuracy", a)
@@ -422,7 +442,11 @@ pub fn summary_csv(rows: &[Row], target: f64) -> String {
 pub fn format_table(rows: &[Row], target: f64) -> String {
     let mut out = format!(
         "{:<16} {:>22} {:>22} {:>9} {:>12} {:>18}\n",
-        "method", "train loss", "test metric", "wall s", "evaluations",
+        "method",
+        "train loss",
+        "test metric",
+        "wall s",
+        "evaluations",
         format!("s to loss {target:.4}")
     );
     for r in rows {
@@ -454,8 +478,14 @@ mod tests {
         assert_eq!("30s".parse::<Budget>().unwrap(), Budget::Seconds(30.0));
         assert_eq!("20e".parse::<Budget>().unwrap(), Budget::Epochs(20));
         assert_eq!("20epochs".parse::<Budget>().unwrap(), Budget::Epochs(20));
-        assert_eq!("1e6".parse::<Budget>().unwrap(), Budget::Evaluations(1_000_000));
-        assert_eq!("2e6evals".parse::<Budget>().unwrap(), Budget::Evaluations(2_000_000));
+        assert_eq!(
+            "1e6".parse::<Budget>().unwrap(),
+            Budget::Evaluations(1_000_000)
+        );
+        assert_eq!(
+            "2e6evals".parse::<Budget>().unwrap(),
+            Budget::Evaluations(2_000_000)
+        );
         assert!("abc".parse::<Budget>().is_err());
         assert!("-3s".parse::<Budget>().is_err());
         assert!("2.5e".parse::<Budget>().is_err());

@@ -35,7 +35,8 @@ type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // The font is a fixed, valid TTF, so registration cannot fail at run time.
+        // Registration fails only for bytes that are not a font, and these are the fixed
+        // DejaVu Sans file.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
 }
@@ -66,7 +67,9 @@ pub struct Figure {
 pub fn draw_panels(path: &Path, figures: &[Figure]) -> Result<()> {
     register_font();
     let size = (SIZE.0, SIZE.1 * figures.len().max(1) as u32);
-    let svg = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
     let result = if svg {
         draw_stacked(SVGBackend::new(path, size).into_drawing_area(), figures)
     } else {
@@ -123,7 +126,11 @@ where
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
-    let floor = if figure.log_y { 1e-12 } else { f64::NEG_INFINITY };
+    let floor = if figure.log_y {
+        1e-12
+    } else {
+        f64::NEG_INFINITY
+    };
     y0 = y0.max(floor);
     y1 = y1.max(y0 * 1.01 + 1e-12);
     let mut builder = ChartBuilder::on(&root);
@@ -139,6 +146,8 @@ where
             .configure_mesh()
             .x_desc(&figure.x_label)
             .y_desc(&figure.y_label)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .draw()?;
         for (i, c) in figure.curves.iter().enumerate() {
             let color = style(i);
@@ -163,6 +172,8 @@ where
             .configure_mesh()
             .x_desc(&figure.x_label)
             .y_desc(&figure.y_label)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .draw()?;
         for (i, c) in figure.curves.iter().enumerate() {
             let color = style(i);
@@ -184,16 +195,31 @@ where
     Ok(())
 }
 
-/// The outline of a min–max band: the max edge forwards, then the min edge backwards.
+/// Formats an axis tick with at most three decimals, or in scientific notation for very large
+/// or small values.
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    if a < 1e-12 {
+        return "0".into();
+    }
+    if !(1e-3..1e5).contains(&a) {
+        return format!("{v:.1e}");
+    }
+    let text = format!("{v:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    text.to_string()
+}
+
+/// Returns the outline of a min–max band: the max edge forwards, then the min edge backwards.
 fn band_polygon(points: &[(f64, f64, f64, f64)], clamp: impl Fn(f64) -> f64) -> Vec<(f64, f64)> {
     let upper = points.iter().map(|p| (p.0, clamp(p.3)));
     let lower = points.iter().rev().map(|p| (p.0, clamp(p.2)));
     upper.chain(lower).collect()
 }
 
-/// Builds a method's curve from its seeds' records. `x` and `y` pick the coordinates; the band
-/// covers the x range that every seed reaches, and each seed's value at a grid point is its
-/// last record at or before that point.
+/// Builds a method's curve from its seeds' records, with `x` and `y` picking the coordinates.
+/// The band covers the x range that every seed reaches. Each seed's value at a grid point is
+/// its last record at or before that point.
 pub fn seed_curve(
     name: &str,
     runs: &[&[EpochRecord]],
@@ -202,7 +228,12 @@ pub fn seed_curve(
 ) -> Curve {
     let series: Vec<Vec<(f64, f64)>> = runs
         .iter()
-        .map(|r| r.iter().map(|e| (x(e), y(e))).filter(|p| p.1.is_finite()).collect())
+        .map(|r| {
+            r.iter()
+                .map(|e| (x(e), y(e)))
+                .filter(|p| p.1.is_finite())
+                .collect()
+        })
         .filter(|s: &Vec<(f64, f64)>| !s.is_empty())
         .collect();
     if series.is_empty() {
@@ -211,8 +242,14 @@ pub fn seed_curve(
             points: Vec::new(),
         };
     }
-    let start = series.iter().map(|s| s[0].0).fold(f64::NEG_INFINITY, f64::max);
-    let end = series.iter().map(|s| s[s.len() - 1].0).fold(f64::INFINITY, f64::min);
+    let start = series
+        .iter()
+        .map(|s| s[0].0)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let end = series
+        .iter()
+        .map(|s| s[s.len() - 1].0)
+        .fold(f64::INFINITY, f64::min);
     let steps = if end > start { BAND_POINTS } else { 1 };
     let points = (0..steps)
         .map(|k| {
@@ -234,7 +271,8 @@ pub fn seed_curve(
     }
 }
 
-/// The value of the last point at or before `x` (the first point before the series starts).
+/// Returns the value of the last point at or before `x`, or of the first point before the
+/// series starts.
 fn value_at(series: &[(f64, f64)], x: f64) -> f64 {
     let k = series.partition_point(|p| p.0 <= x);
     series[k.saturating_sub(1)].1
@@ -262,9 +300,13 @@ pub fn draw_comparison(
     let time = |e: &EpochRecord| e.elapsed_seconds;
     let evals = |e: &EpochRecord| e.evaluations as f64;
     let train_loss = |e: &EpochRecord| e.train_loss;
-    let classify = results.iter().all(|r| r.records.iter().all(|e| e.validation.accuracy.is_some()));
+    let classify = results
+        .iter()
+        .all(|r| r.records.iter().all(|e| e.validation.accuracy.is_some()));
     let (metric_label, metric): (&str, &dyn Fn(&EpochRecord) -> f64) = if classify {
-        ("validation accuracy", &|e: &EpochRecord| e.validation.accuracy.unwrap_or(f64::NAN))
+        ("validation accuracy", &|e: &EpochRecord| {
+            e.validation.accuracy.unwrap_or(f64::NAN)
+        })
     } else {
         ("validation loss", &|e: &EpochRecord| e.validation.loss)
     };
@@ -315,8 +357,11 @@ pub fn draw_landscape(out: &Path, landscape: &Landscape) -> Result<PathBuf> {
     let fail = |p: &Path, e: Box<dyn std::error::Error>| {
         Error::Data(format!("failed to draw {}: {e}", p.display()))
     };
-    draw_paths(BitMapBackend::new(&png, size).into_drawing_area(), landscape)
-        .map_err(|e| fail(&png, e))?;
+    draw_paths(
+        BitMapBackend::new(&png, size).into_drawing_area(),
+        landscape,
+    )
+    .map_err(|e| fail(&png, e))?;
     draw_paths(SVGBackend::new(&svg, size).into_drawing_area(), landscape)
         .map_err(|e| fail(&svg, e))?;
     Ok(png)
@@ -328,13 +373,26 @@ where
 {
     root.fill(&WHITE)?;
     let (main, bar) = root.split_horizontally(780);
-    let finite = l.loss.iter().flatten().copied().filter(|v| v.is_finite() && *v > 0.0);
+    let finite = l
+        .loss
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite() && *v > 0.0);
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
     });
-    let (lo, hi) = if lo.is_finite() { (lo.ln(), hi.ln().max(lo.ln() + 1e-9)) } else { (0.0, 1.0) };
+    let (lo, hi) = if lo.is_finite() {
+        (lo.ln(), hi.ln().max(lo.ln() + 1e-9))
+    } else {
+        (0.0, 1.0)
+    };
     let shade = |v: f64| {
-        let t = if v.is_finite() && v > 0.0 { (v.ln() - lo) / (hi - lo) } else { 1.0 };
+        let t = if v.is_finite() && v > 0.0 {
+            (v.ln() - lo) / (hi - lo)
+        } else {
+            1.0
+        };
         viridis(t.clamp(0.0, 1.0))
     };
     let (xs, ys) = (&l.xs, &l.ys);
@@ -359,6 +417,8 @@ where
         .disable_mesh()
         .x_desc("first principal direction")
         .y_desc("second principal direction")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .draw()?;
     let cells = ys.iter().enumerate().flat_map(|(j, &y)| {
         xs.iter().enumerate().map(move |(i, &x)| {
@@ -380,7 +440,11 @@ where
         }
     }
     if let Some(&start) = l.paths.first().and_then(|(_, p)| p.first()) {
-        chart.draw_series(std::iter::once(Circle::new(start, 7, WHITE.stroke_width(3))))?;
+        chart.draw_series(std::iter::once(Circle::new(
+            start,
+            7,
+            WHITE.stroke_width(3),
+        )))?;
     }
     chart
         .configure_series_labels()
@@ -392,7 +456,7 @@ where
     Ok(())
 }
 
-/// A vertical colour scale for the loss, labelled in loss units (the colours are log-spaced).
+/// Draws a vertical colour scale for the loss, labelled in loss units with log-spaced colours.
 fn draw_colorbar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, lo: f64, hi: f64) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -408,6 +472,9 @@ where
         .disable_mesh()
         .disable_x_axis()
         .y_desc("training loss")
+        .y_label_formatter(&tick)
+        .y_label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 14))
         .draw()?;
     let steps = 100;
     let bands = (0..steps).map(|k| {
@@ -419,7 +486,7 @@ where
     Ok(())
 }
 
-/// An approximation of the viridis colour map at `t` in [0, 1], by linear interpolation
+/// Maps `t` in [0, 1] to a colour of an approximate viridis map, interpolating linearly
 /// between five of its stops.
 fn viridis(t: f64) -> RGBColor {
     const STOPS: [(f64, f64, f64); 5] = [

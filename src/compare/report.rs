@@ -8,7 +8,12 @@ use std::path::PathBuf;
 
 /// Renders the report; the images are read and inlined as base64 data URIs, so the page makes
 /// no requests.
-pub fn render(config: &CompareConfig, rows: &[Row], target: f64, images: &[PathBuf]) -> Result<String> {
+pub fn render(
+    config: &CompareConfig,
+    rows: &[Row],
+    target: f64,
+    images: &[PathBuf],
+) -> Result<String> {
     let mut html = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <title>gradus compare</title>\n<style>\n\
@@ -56,8 +61,7 @@ pub fn render(config: &CompareConfig, rows: &[Row], target: f64, images: &[PathB
     }
     html.push_str("</table>\n<h2>Plots</h2>\n");
     for path in images {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::io("failed to read", path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io("failed to read", path, e))?;
         let data = base64::engine::general_purpose::STANDARD.encode(bytes);
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot");
         let _ = writeln!(

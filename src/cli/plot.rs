@@ -36,13 +36,13 @@ pub fn run(args: PlotArgs) -> Result<()> {
                 &format!("{name} train"),
                 &[records.as_slice()],
                 x,
-                &train,
+                train,
             ));
             curves.push(seed_curve(
                 &format!("{name} validation"),
                 &[records.as_slice()],
                 x,
-                &validation,
+                validation,
             ));
         }
         curves

@@ -104,6 +104,9 @@ impl PathRecorder {
     }
 }
 
+/// A method name and its (epoch, parameters) snapshots.
+pub type NamedPath = (String, Vec<(usize, Vec<f32>)>);
+
 /// Paths in plane coordinates and the loss on a grid.
 pub struct Landscape {
     /// Per method: name and (x, y) of each snapshot.
@@ -122,7 +125,7 @@ impl Landscape {
     /// Projects the paths and evaluates the loss on a `size` × `size` grid.
     pub fn compute(
         data: &GridData,
-        paths: &[(String, Vec<(usize, Vec<f32>)>)],
+        paths: &[NamedPath],
         size: usize,
         threads: usize,
     ) -> Result<Landscape> {

@@ -13,6 +13,7 @@
 //! - [`data`]: data sets, readers, splitting, scaling and batching;
 //! - [`tensor`]: scalars and the kernel interface with its CPU backend.
 
+pub mod compare;
 pub mod data;
 pub mod error;
 pub mod export;

@@ -3,8 +3,10 @@
 //! Exit codes: 0 on success, 2 for invalid input (arguments, files, settings, data), 1 when
 //! training itself fails (a non-finite loss) or a file cannot be written.
 
+mod compare;
 mod evaluate;
 mod export;
+mod plot;
 mod predict;
 mod progress;
 mod train;
@@ -37,6 +39,10 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Write a trained model as an ONNX file for other inference runtimes.
     Export(export::ExportArgs),
+    /// Compare training methods over seeds and write a table, plots and an HTML report.
+    Compare(Box<compare::CompareArgs>),
+    /// Draw the loss curves of finished runs.
+    Plot(plot::PlotArgs),
     /// List the built-in data sets.
     Datasets,
 }
@@ -62,6 +68,8 @@ pub fn run() -> ExitCode {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Export(args) => export::run(args),
+        Command::Compare(args) => compare::run(*args),
+        Command::Plot(args) => plot::run(args),
         Command::Datasets => {
             for (name, about) in gradus::data::builtin_names() {
                 println!("{name:<8} {about}");

@@ -97,6 +97,9 @@ pub trait Observer {
     fn on_step(&mut self, _epoch: usize, _loss: f64) {}
     /// Called after every epoch.
     fn on_epoch(&mut self, _record: &EpochRecord) {}
+    /// Called with the current parameters once before the first epoch (`epoch` 0) and after
+    /// every epoch (`epoch` = epochs done), for observers that record the descent path.
+    fn on_params(&mut self, _epoch: usize, _params: &[f32]) {}
 }
 
 /// An observer that does nothing.
@@ -131,6 +134,7 @@ pub fn train(
     };
     let mut run = Run::new(config, setup, restored)?;
     observer.on_start(config.training.epochs, run.steps_per_epoch(), &run.setup);
+    observer.on_params(run.progress.epochs_done, &run.params);
     run.train_epochs(dir, observer, started)?;
     run.finish(dir, started)
 }
@@ -429,6 +433,7 @@ impl<'c> Run<'c> {
         append_line_atomic(&dir.join("metrics.jsonl"), &line)?;
         self.save_checkpoint(dir)?;
         observer.on_epoch(&record);
+        observer.on_params(epoch, &self.params);
         Ok(())
     }
 

@@ -20,7 +20,8 @@ const UNBOUNDED_EPOCHS: usize = 1_000_000;
 /// How much each run may spend.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Budget {
-    /// Training wall time in seconds (`30s`); data loading and validation are not counted.
+    /// Training wall time in seconds (`30s`) for each method, shared equally by its seeds;
+    /// data loading and validation are not counted.
     Seconds(f64),
     /// Epochs (`20e` or `20epochs`).
     Epochs(usize),
@@ -75,14 +76,14 @@ fn split_unit(text: &str) -> (&str, &str) {
 }
 
 impl Budget {
-    /// Sets the training limits for this budget. Early stopping is turned off so that every
-    /// method spends the whole budget.
-    pub fn apply(&self, config: &mut RunConfig) {
+    /// Sets the training limits of one of `seeds` runs of a method. Early stopping is turned
+    /// off so that every method spends the whole budget.
+    pub fn apply(&self, config: &mut RunConfig, seeds: usize) {
         let t = &mut config.training;
         t.patience = None;
         match *self {
             Budget::Seconds(s) => {
-                t.time_limit_seconds = Some(s);
+                t.time_limit_seconds = Some(s / seeds.max(1) as f64);
                 t.epochs = UNBOUNDED_EPOCHS;
             }
             Budget::Epochs(n) => t.epochs = n,
@@ -96,7 +97,7 @@ impl Budget {
     /// Describes the budget in words, for tables and reports.
     pub fn describe(&self) -> String {
         match self {
-            Budget::Seconds(s) => format!("{s} s of training time"),
+            Budget::Seconds(s) => format!("{s} s of training time per method, split over seeds"),
             Budget::Epochs(n) => format!("{n} epochs"),
             Budget::Evaluations(n) => format!("{n} evaluations (forward-sample units)"),
         }
@@ -241,7 +242,7 @@ pub fn run(config: &CompareConfig, progress: &mut dyn CompareProgress) -> Result
             let mut run_config = config.base.clone();
             run_config.method = spec.clone();
             run_config.training.seed = seed;
-            config.budget.apply(&mut run_config);
+            config.budget.apply(&mut run_config, config.seeds as usize);
             let dir = config.out.join("runs").join(format!("{name}-seed{seed}"));
             let options = RunOptions {
                 out: dir.clone(),

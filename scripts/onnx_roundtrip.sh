@@ -89,5 +89,16 @@ check curve-regression curve "$work/curve.csv" raw
 train autoencoder --task autoencoder --layers 16 --loss bce --epochs 2
 check digits-autoencoder-bce autoencoder "$digits" raw
 
+# Digits are 1x8x8 images, so the graph input is [N, 1, 8, 8]. The second model covers a
+# strided, unpadded convolution, overlapping max-pool windows and batch normalisation of flat
+# features after a dense layer.
+train cnn --model "conv:8x3x3:p1,relu,maxpool:2,batchnorm,avgpool:2,flatten,dense:32,relu" \
+    --epochs 3
+check digits-cnn cnn "$digits" raw
+check digits-cnn-opset13 cnn "$digits" raw --opset 13
+train cnn-strided --model "conv:6x3x3:s2,relu,maxpool:2:s1,flatten,dense:16,batchnorm,relu" \
+    --epochs 3
+check digits-cnn-strided cnn-strided "$digits" raw
+
 echo "onnx: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

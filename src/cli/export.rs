@@ -51,7 +51,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let network = super::predict::build_network(&info)?;
     let params = model::load_params(&args.model, &network)?;
     let bytes = match format {
-        ExportFormat::Onnx => export_onnx(&info, &params, &options)?,
+        ExportFormat::Onnx => export_onnx(&info, &params, &network.buffers(), &options)?,
     };
     write_atomic(&args.out, &bytes)?;
 

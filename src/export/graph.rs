@@ -202,6 +202,16 @@ pub fn int_attribute(name: &str, value: i64) -> AttributeProto {
     }
 }
 
+/// Builds an INTS attribute.
+pub fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        ints: values.to_vec(),
+        r#type: Some(AttributeType::Ints as i32),
+        ..Default::default()
+    }
+}
+
 /// Builds a FLOAT attribute.
 pub fn float_attribute(name: &str, value: f32) -> AttributeProto {
     AttributeProto {

@@ -5,16 +5,20 @@
 //! ```text
 //! input [N, ...input_shape]
 //!   -> Sub(offset) -> Div(scale)          the model's feature scaling, when not the identity
-//!   -> one or more nodes per layer        Flatten + Gemm for dense, one node per activation
+//!   -> one or more nodes per layer        Flatten + Gemm for dense, Conv, MaxPool,
+//!                                         AveragePool, Flatten, BatchNormalization with the
+//!                                         running statistics, one node per activation
 //!   -> output [N, outputs]                logits; Softmax as `probabilities` on request;
 //!                                         Mul(std) + Add(mean) for regression;
 //!                                         Sigmoid for an autoencoder trained with BCE
 //! ```
 
-use super::graph::{float_attribute, int_attribute, GraphBuilder};
+use super::graph::{float_attribute, int_attribute, ints_attribute, GraphBuilder};
 use super::proto::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use crate::data::{ScaleKind, TaskKind};
-use crate::nn::{Activation, Layer, LayerSpec, Loss, Network, LEAKY_RELU_SLOPE};
+use crate::nn::{
+    Activation, Layer, LayerSpec, Loss, Network, BATCH_NORM_EPSILON, LEAKY_RELU_SLOPE,
+};
 use crate::tensor::Cpu;
 use crate::train::model::ModelInfo;
 use crate::{Error, Result};
@@ -73,25 +77,33 @@ impl ExportOptions {
 /// Encodes a trained model as the bytes of an ONNX file.
 ///
 /// `params` is the flat parameter vector in the layout of the network that `info` describes,
-/// as [`crate::train::model::decode_params`] returns it.
+/// as [`crate::train::model::decode_params`] returns it. `buffers` contains the network's
+/// non-trainable buffers, such as batch normalisation's running statistics, as
+/// [`Network::buffers`] returns them after the model is loaded.
 ///
 /// # Errors
 ///
-/// An invalid option, parameters or scaling statistics that do not fit the network, a softmax
-/// requested for a model that is not a classifier, or a layer type without a translation.
-pub fn export_onnx(info: &ModelInfo, params: &[f32], options: &ExportOptions) -> Result<Vec<u8>> {
-    Ok(build_model(info, params, options)?.encode_to_vec())
+/// An invalid option, parameters, buffers or scaling statistics that do not fit the network,
+/// or a softmax requested for a model that is not a classifier.
+pub fn export_onnx(
+    info: &ModelInfo,
+    params: &[f32],
+    buffers: &[f32],
+    options: &ExportOptions,
+) -> Result<Vec<u8>> {
+    Ok(build_model(info, params, buffers, options)?.encode_to_vec())
 }
 
 /// Builds the ONNX model message that [`export_onnx`] encodes.
 pub fn build_model(
     info: &ModelInfo,
     params: &[f32],
+    buffers: &[f32],
     options: &ExportOptions,
 ) -> Result<ModelProto> {
     options.validate()?;
     let network = Network::<f32>::new(&info.input_shape, &info.layers, Arc::new(Cpu::new(1)))?;
-    check_model(info, &network, params)?;
+    check_model(info, &network, params, buffers)?;
     if options.softmax && info.task != TaskKind::Classify {
         return Err(Error::Unsupported(format!(
             "a softmax output needs a classification model, but this model's task is {}; \
@@ -103,12 +115,14 @@ pub fn build_model(
     let mut graph = GraphBuilder::new(INPUT_NAME, &info.input_shape);
     add_scaling(&mut graph, info);
     let layers = info.layers.iter().zip(network.layers());
-    for (index, ((spec, layer), range)) in layers.zip(network.param_ranges()).enumerate() {
+    let ranges = network.param_ranges().iter().zip(network.buffer_ranges());
+    for (index, ((spec, layer), (range, buffer_range))) in layers.zip(ranges).enumerate() {
         let translation = LayerTranslation {
             index,
             spec,
             layer: layer.as_ref(),
             params: &params[range.clone()],
+            buffers: &buffers[buffer_range.clone()],
             opset: options.opset,
         };
         translation.add_to(&mut graph)?;
@@ -149,12 +163,24 @@ pub fn ir_version(opset: i64) -> i64 {
 
 /// Checks that the parameters and the saved statistics fit the network, because a mismatch
 /// would otherwise surface as an invalid ONNX graph.
-fn check_model(info: &ModelInfo, network: &Network<f32>, params: &[f32]) -> Result<()> {
+fn check_model(
+    info: &ModelInfo,
+    network: &Network<f32>,
+    params: &[f32],
+    buffers: &[f32],
+) -> Result<()> {
     if params.len() != network.param_count() {
         return Err(Error::Shape(format!(
             "the network has {} parameters but {} values were given",
             network.param_count(),
             params.len()
+        )));
+    }
+    if buffers.len() != network.buffer_count() {
+        return Err(Error::Shape(format!(
+            "the network has {} buffer elements but {} values were given",
+            network.buffer_count(),
+            buffers.len()
         )));
     }
     let inputs = network.input_size();
@@ -205,6 +231,8 @@ struct LayerTranslation<'a> {
     layer: &'a dyn Layer<f32>,
     /// The layer's slice of the flat parameter vector.
     params: &'a [f32],
+    /// The layer's slice of the network's buffers.
+    buffers: &'a [f32],
     opset: i64,
 }
 
@@ -231,19 +259,66 @@ impl LayerTranslation<'_> {
             }
             // Dropout is the identity at inference, so it needs no node.
             LayerSpec::Dropout { .. } => {}
-            // Layer types added to `LayerSpec` after this exporter are rejected by name until
-            // they get an arm here.
-            #[allow(unreachable_patterns)]
-            _ => {
-                return Err(Error::Unsupported(format!(
-                    "layer {} {} has no ONNX translation yet; only dense, activation and \
-                     dropout layers can be exported",
-                    self.index,
-                    self.layer.describe()
-                )))
+            LayerSpec::Conv2d {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let tensors = self.add_param_tensors(graph);
+                let (weight, bias) = (tensors[0].as_str(), tensors[1].as_str());
+                let (stride, padding) = (stride as i64, padding as i64);
+                let attributes = vec![
+                    ints_attribute("kernel_shape", &[kernel[0] as i64, kernel[1] as i64]),
+                    ints_attribute("strides", &[stride, stride]),
+                    // Begin and end padding of the height, then of the width.
+                    ints_attribute("pads", &[padding; 4]),
+                ];
+                let shape = self.layer.output_shape();
+                graph.apply(&scope, "Conv", &[weight, bias], attributes, shape);
             }
+            // gradus pools without padding and rounds output sizes down, as ONNX does with its
+            // default `ceil_mode=0`. Without padding every window lies inside the input, so
+            // AveragePool divides by the window area, as gradus does, whatever its
+            // `count_include_pad`.
+            LayerSpec::MaxPool2d { size, stride } => self.add_pool(graph, "MaxPool", size, stride),
+            LayerSpec::AvgPool2d { size, stride } => {
+                self.add_pool(graph, "AveragePool", size, stride)
+            }
+            LayerSpec::Flatten => graph.flatten(&scope),
+            LayerSpec::BatchNorm => self.add_batch_norm(graph),
         }
         Ok(())
+    }
+
+    /// Appends a pooling node over `size × size` windows moved by `stride`, the window size
+    /// when absent.
+    fn add_pool(&self, graph: &mut GraphBuilder, op: &str, size: usize, stride: Option<usize>) {
+        let size = size as i64;
+        let stride = stride.map_or(size, |s| s as i64);
+        let attributes = vec![
+            ints_attribute("kernel_shape", &[size, size]),
+            ints_attribute("strides", &[stride, stride]),
+        ];
+        let scope = format!("layers.{}", self.index);
+        graph.apply(&scope, op, &[], attributes, self.layer.output_shape());
+    }
+
+    /// Appends `BatchNormalization` in inference mode with the running statistics. ONNX
+    /// normalises over dimension 1 of `[N, C, ...]`, which is the feature dimension of flat
+    /// `[N, D]` inputs and the channel dimension of images, as in gradus.
+    fn add_batch_norm(&self, graph: &mut GraphBuilder) {
+        let scope = format!("layers.{}", self.index);
+        let mut inputs = self.add_param_tensors(graph);
+        for tensor in self.layer.buffer_tensors() {
+            let name = format!("{scope}.{}", tensor.name);
+            let values = &self.buffers[tensor.range];
+            inputs.push(graph.add_initializer(&name, &tensor.shape, values));
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let epsilon = vec![float_attribute("epsilon", BATCH_NORM_EPSILON as f32)];
+        let shape = graph.shape().to_vec();
+        graph.apply(&scope, "BatchNormalization", &inputs, epsilon, &shape);
     }
 
     /// Adds the layer's parameter tensors as initializers named like the tensors in

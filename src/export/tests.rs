@@ -59,8 +59,13 @@ fn params(info: &ModelInfo) -> Vec<f32> {
     network(info).init_params(Init::GlorotUniform, 7)
 }
 
+/// Returns the initial buffers: zero running means and unit running variances.
+fn buffers(info: &ModelInfo) -> Vec<f32> {
+    network(info).buffers()
+}
+
 fn build(info: &ModelInfo, options: ExportOptions) -> ModelProto {
-    build_model(info, &params(info), &options).expect("export succeeds")
+    build_model(info, &params(info), &buffers(info), &options).expect("export succeeds")
 }
 
 fn op_types(model: &ModelProto) -> Vec<String> {
@@ -172,11 +177,11 @@ fn export_decodes_to_built_model() {
     let info = model_info(TaskKind::Classify, mlp(Activation::Relu));
     let options = ExportOptions::default();
     let params = params(&info);
-    let bytes = export_onnx(&info, &params, &options).expect("export succeeds");
+    let bytes = export_onnx(&info, &params, &buffers(&info), &options).expect("export succeeds");
     let decoded = ModelProto::decode(bytes.as_slice()).expect("valid protobuf");
     assert_eq!(
         decoded,
-        build_model(&info, &params, &options).expect("build")
+        build_model(&info, &params, &buffers(&info), &options).expect("build")
     );
     assert_eq!(decoded.ir_version, Some(8));
     assert_eq!(decoded.opset_import[0].version, Some(17));
@@ -347,7 +352,7 @@ fn softmax_rejected_for_regression() {
         softmax: true,
         ..Default::default()
     };
-    let err = build_model(&info, &params(&info), &options).unwrap_err();
+    let err = build_model(&info, &params(&info), &buffers(&info), &options).unwrap_err();
     assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
     assert!(err.to_string().contains("regress"), "{err}");
 }
@@ -456,7 +461,8 @@ fn initializers_equal_safetensors() {
     let info = model_info(TaskKind::Classify, mlp(Activation::Sigmoid));
     let network = network(&info);
     let params = network.init_params(Init::HeNormal, 3);
-    let model = build_model(&info, &params, &ExportOptions::default()).expect("export");
+    let model =
+        build_model(&info, &params, &buffers(&info), &ExportOptions::default()).expect("export");
     let graph = model.graph.as_ref().expect("graph");
     let saved = encode_params(&network, &params).expect("encode");
     let tensors = SafeTensors::deserialize(&saved).expect("valid safetensors");
@@ -559,7 +565,7 @@ fn opset_outside_range_rejected() {
             softmax: false,
             opset,
         };
-        let err = build_model(&info, &params(&info), &options).unwrap_err();
+        let err = build_model(&info, &params(&info), &buffers(&info), &options).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("opset"), "{message}");
         assert!(message.contains(&opset.to_string()), "{message}");
@@ -571,7 +577,7 @@ fn parameter_count_mismatch_rejected() {
     let info = model_info(TaskKind::Classify, mlp(Activation::Relu));
     let mut params = params(&info);
     params.pop();
-    let err = build_model(&info, &params, &ExportOptions::default()).unwrap_err();
+    let err = build_model(&info, &params, &buffers(&info), &ExportOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Shape(_)), "{err:?}");
 }
 
@@ -579,7 +585,13 @@ fn parameter_count_mismatch_rejected() {
 fn scaler_width_mismatch_rejected() {
     let mut info = model_info(TaskKind::Classify, mlp(Activation::Relu));
     info.scaler.offset.pop();
-    let err = build_model(&info, &params(&info), &ExportOptions::default()).unwrap_err();
+    let err = build_model(
+        &info,
+        &params(&info),
+        &buffers(&info),
+        &ExportOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Shape(_)), "{err:?}");
     assert!(err.to_string().contains("scaler"), "{err}");
 }
@@ -588,7 +600,13 @@ fn scaler_width_mismatch_rejected() {
 fn target_width_mismatch_rejected() {
     let mut info = model_info(TaskKind::Regress, mlp(Activation::Relu));
     info.target_std.push(1.0);
-    let err = build_model(&info, &params(&info), &ExportOptions::default()).unwrap_err();
+    let err = build_model(
+        &info,
+        &params(&info),
+        &buffers(&info),
+        &ExportOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Shape(_)), "{err:?}");
 }
 
@@ -603,4 +621,231 @@ fn format_parsing() {
         assert!(message.contains("format"), "{message}");
         assert!(message.contains("expected onnx"), "{message}");
     }
+}
+
+/// Builds an unscaled classifier of 1×4×4 images with the given layers.
+fn image_model_info(layers: Vec<LayerSpec>) -> ModelInfo {
+    let mut info = model_info(TaskKind::Classify, layers);
+    info.input_shape = vec![1, 4, 4];
+    info.scaler = Scaler {
+        kind: ScaleKind::None,
+        offset: Vec::new(),
+        scale: Vec::new(),
+    };
+    info
+}
+
+/// conv(2, 3×3, padding 1), relu, max-pool 2 with stride 1, batch-norm, avg-pool 3, flatten,
+/// dense(3): 1×4×4 → 2×4×4 → 2×3×3 → 2×3×3 → 2×1×1 → 2 → 3.
+fn cnn() -> Vec<LayerSpec> {
+    vec![
+        LayerSpec::Conv2d {
+            filters: 2,
+            kernel: [3, 3],
+            stride: 1,
+            padding: 1,
+        },
+        LayerSpec::Activation {
+            function: Activation::Relu,
+        },
+        LayerSpec::MaxPool2d {
+            size: 2,
+            stride: Some(1),
+        },
+        LayerSpec::BatchNorm,
+        LayerSpec::AvgPool2d {
+            size: 3,
+            stride: None,
+        },
+        LayerSpec::Flatten,
+        LayerSpec::Dense { units: 3 },
+    ]
+}
+
+/// Returns the network's buffers with distinct running statistics: means 0.1, 0.2, ... and
+/// variances 1.5, 2.5, ... per batch-norm layer.
+fn distinct_buffers(network: &Network<f32>) -> Vec<f32> {
+    let mut buffers = network.buffers();
+    for range in network.buffer_ranges() {
+        let channels = range.len() / 2;
+        for c in 0..channels {
+            buffers[range.start + c] = 0.1 * (c + 1) as f32;
+            buffers[range.start + channels + c] = 1.5 + c as f32;
+        }
+    }
+    buffers
+}
+
+fn find_node<'m>(model: &'m ModelProto, op: &str) -> &'m super::proto::NodeProto {
+    let graph = model.graph.as_ref().expect("graph");
+    let found = graph.node.iter().find(|n| n.op_type.as_deref() == Some(op));
+    found.unwrap_or_else(|| panic!("no {op} node"))
+}
+
+/// Returns the INTS attribute `name` of `node`.
+fn ints(node: &super::proto::NodeProto, name: &str) -> Vec<i64> {
+    let found = node
+        .attribute
+        .iter()
+        .find(|a| a.name.as_deref() == Some(name));
+    let attribute = found.unwrap_or_else(|| panic!("{:?} has no {name}", node.name));
+    assert_eq!(attribute.r#type, Some(AttributeType::Ints as i32), "{name}");
+    attribute.ints.clone()
+}
+
+#[test]
+fn cnn_node_sequence() {
+    let info = image_model_info(cnn());
+    let model = build(&info, ExportOptions::default());
+    assert_eq!(
+        op_types(&model),
+        [
+            "Conv",
+            "Relu",
+            "MaxPool",
+            "BatchNormalization",
+            "AveragePool",
+            "Flatten",
+            "Gemm"
+        ]
+    );
+
+    let graph = model.graph.as_ref().expect("graph");
+    assert_eq!(dims(&graph.input[0]), vec![None, Some(1), Some(4), Some(4)]);
+    assert_eq!(dims(&graph.output[0]), vec![None, Some(3)]);
+    let mut previous = "input".to_string();
+    for node in &graph.node {
+        assert_eq!(node.input[0], previous, "node {:?}", node.name);
+        previous = node.output[0].clone();
+    }
+    assert_eq!(previous, OUTPUT_NAME);
+}
+
+#[test]
+fn conv_and_pool_attributes() {
+    let info = image_model_info(cnn());
+    let model = build(&info, ExportOptions::default());
+
+    let conv = find_node(&model, "Conv");
+    assert_eq!(conv.input[1..], ["layers.0.weight", "layers.0.bias"]);
+    assert_eq!(conv.attribute.len(), 3);
+    assert_eq!(ints(conv, "kernel_shape"), [3, 3]);
+    assert_eq!(ints(conv, "strides"), [1, 1]);
+    assert_eq!(ints(conv, "pads"), [1, 1, 1, 1]);
+
+    let max_pool = find_node(&model, "MaxPool");
+    assert_eq!(max_pool.input.len(), 1);
+    assert_eq!(max_pool.attribute.len(), 2);
+    assert_eq!(ints(max_pool, "kernel_shape"), [2, 2]);
+    assert_eq!(ints(max_pool, "strides"), [1, 1]);
+
+    // Without a stride in the spec the window moves by its size.
+    let avg_pool = find_node(&model, "AveragePool");
+    assert_eq!(avg_pool.attribute.len(), 2);
+    assert_eq!(ints(avg_pool, "kernel_shape"), [3, 3]);
+    assert_eq!(ints(avg_pool, "strides"), [3, 3]);
+
+    let flatten = find_node(&model, "Flatten");
+    assert_eq!(flatten.attribute[0].name.as_deref(), Some("axis"));
+    assert_eq!(flatten.attribute[0].i, Some(1));
+}
+
+#[test]
+fn conv_stride_and_padding_attributes() {
+    let info = image_model_info(vec![
+        LayerSpec::Conv2d {
+            filters: 1,
+            kernel: [3, 2],
+            stride: 2,
+            padding: 0,
+        },
+        LayerSpec::Flatten,
+    ]);
+    let model = build(&info, ExportOptions::default());
+    let conv = find_node(&model, "Conv");
+    assert_eq!(ints(conv, "kernel_shape"), [3, 2]);
+    assert_eq!(ints(conv, "strides"), [2, 2]);
+    assert_eq!(ints(conv, "pads"), [0, 0, 0, 0]);
+    let graph = model.graph.as_ref().expect("graph");
+    // (4 − 3) / 2 + 1 = 1 row and (4 − 2) / 2 + 1 = 2 columns.
+    assert_eq!(dims(&graph.output[0]), vec![None, Some(2)]);
+}
+
+#[test]
+fn batch_norm_uses_running_statistics() {
+    let info = image_model_info(cnn());
+    let network = network(&info);
+    let params = network.init_params(Init::HeNormal, 3);
+    let buffers = distinct_buffers(&network);
+    let model = build_model(&info, &params, &buffers, &ExportOptions::default()).expect("export");
+
+    let node = find_node(&model, "BatchNormalization");
+    assert_eq!(
+        node.input[1..],
+        [
+            "layers.3.weight",
+            "layers.3.bias",
+            "layers.3.running_mean",
+            "layers.3.running_var"
+        ]
+    );
+    assert_eq!(node.attribute.len(), 1);
+    assert_eq!(node.attribute[0].name.as_deref(), Some("epsilon"));
+    assert_eq!(node.attribute[0].f, Some(1e-5));
+    assert_eq!(node.attribute[0].r#type, Some(AttributeType::Float as i32));
+
+    // The initializers equal the tensors of model.safetensors, buffers included.
+    network.set_buffers(&buffers).expect("buffer count fits");
+    let saved = encode_params(&network, &params).expect("encode");
+    let tensors = SafeTensors::deserialize(&saved).expect("valid safetensors");
+    let graph = model.graph.as_ref().expect("graph");
+    assert_eq!(tensors.names().len(), 8);
+    for name in tensors.names() {
+        let view = tensors.tensor(name).expect("tensor");
+        let found = graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name));
+        let initializer = found.unwrap_or_else(|| panic!("no initializer {name}"));
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        assert_eq!(initializer.dims, shape, "{name}");
+        assert_eq!(initializer.raw_data.as_deref(), Some(view.data()), "{name}");
+    }
+    let running_var = graph
+        .initializer
+        .iter()
+        .find(|t| t.name.as_deref() == Some("layers.3.running_var"))
+        .expect("running variance");
+    assert_eq!(floats(running_var.raw_data.as_deref().unwrap()), [1.5, 2.5]);
+}
+
+#[test]
+fn batch_norm_on_flat_features() {
+    let info = image_model_info(vec![
+        LayerSpec::Dense { units: 3 },
+        LayerSpec::BatchNorm,
+        LayerSpec::Dense { units: 2 },
+    ]);
+    let model = build(&info, ExportOptions::default());
+    assert_eq!(
+        op_types(&model),
+        ["Flatten", "Gemm", "BatchNormalization", "Gemm"]
+    );
+    let graph = model.graph.as_ref().expect("graph");
+    let mean = graph
+        .initializer
+        .iter()
+        .find(|t| t.name.as_deref() == Some("layers.1.running_mean"))
+        .expect("running mean");
+    assert_eq!(mean.dims, [3]);
+}
+
+#[test]
+fn buffer_count_mismatch_rejected() {
+    let info = image_model_info(cnn());
+    let mut buffers = buffers(&info);
+    buffers.pop();
+    let err = build_model(&info, &params(&info), &buffers, &ExportOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Shape(_)), "{err:?}");
+    assert!(err.to_string().contains("buffer"), "{err}");
 }

@@ -8,7 +8,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// A whole run: data, model, training loop and method.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// Where the data comes from and how it is split and scaled.
@@ -117,17 +117,6 @@ impl Default for TrainingConfig {
             threads: 0,
             patience: Some(10),
             schedule: LrSchedule::default(),
-        }
-    }
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        RunConfig {
-            data: DataConfig::default(),
-            model: ModelConfig::default(),
-            training: TrainingConfig::default(),
-            method: MethodSpec::default(),
         }
     }
 }

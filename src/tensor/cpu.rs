@@ -1,7 +1,9 @@
-//! CPU kernels: matrix products through the `gemm` crate, loops through rayon.
+//! CPU kernels: f32 matrix products through the AVX-512 kernels where the CPU has them and
+//! through the `gemm` crate otherwise, loops through rayon.
 
 use super::{Kernels, Scalar, Transpose};
 use rayon::prelude::*;
+use std::any::TypeId;
 
 /// Below this many multiply-adds a matrix product runs on one thread, because splitting it
 /// costs more than it saves.
@@ -29,12 +31,80 @@ impl Cpu {
         self.threads
     }
 
-    fn parallelism(&self, flops: usize) -> gemm::Parallelism {
-        if self.threads > 1 && flops >= PARALLEL_GEMM_FLOPS {
-            gemm::Parallelism::Rayon(self.threads)
+    /// Returns the number of threads for a product of `flops` multiply-adds.
+    fn parts(&self, flops: usize) -> usize {
+        if flops >= PARALLEL_GEMM_FLOPS {
+            self.threads
         } else {
-            gemm::Parallelism::None
+            1
         }
+    }
+
+    fn parallelism(&self, flops: usize) -> gemm::Parallelism {
+        match self.parts(flops) {
+            1 => gemm::Parallelism::None,
+            n => gemm::Parallelism::Rayon(n),
+        }
+    }
+}
+
+/// Returns `x` as an f32 slice when `T` is `f32`.
+fn as_f32<T: Scalar>(x: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32, so the slice has exactly the layout of an f32 slice.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) })
+}
+
+/// Returns `x` as a mutable f32 slice when `T` is `f32`.
+fn as_f32_mut<T: Scalar>(x: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`, and the borrow of `x` moves into the result.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) })
+}
+
+/// Runs an f32 product on the AVX-512 kernels; returns `false` where they do not apply.
+#[allow(clippy::too_many_arguments)]
+fn fast_gemm(
+    parts: usize,
+    ta: Transpose,
+    tb: Transpose,
+    shape: (usize, usize, usize),
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::matmul::gemm(parts, ta, tb, shape, alpha, a, b, beta, c)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (parts, ta, tb, shape, alpha, a, b, beta, c);
+        false
+    }
+}
+
+/// Runs the f32 dense forward product on the AVX-512 kernels; returns `false` where they
+/// do not apply.
+fn fast_dense_forward(
+    parts: usize,
+    shape: (usize, usize, usize),
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    z: &mut [f32],
+    relu: Option<&mut [f32]>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::matmul::dense_forward(parts, shape, x, w, bias, z, relu)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (parts, shape, x, w, bias, z, relu);
+        false
     }
 }
 
@@ -91,6 +161,15 @@ impl<T: Scalar> Kernels<T> for Cpu {
             c.iter_mut().for_each(|x| *x *= beta);
             return;
         }
+
+        if let (Some(a32), Some(b32), Some(c32)) = (as_f32(a), as_f32(b), as_f32_mut(c)) {
+            let (alpha32, beta32) = (alpha.as_f64() as f32, beta.as_f64() as f32);
+            let parts = self.parts(m * n * k);
+            if fast_gemm(parts, ta, tb, (m, n, k), alpha32, a32, b32, beta32, c32) {
+                return;
+            }
+        }
+
         let a_cols = if ta == Transpose::No { k } else { m };
         let b_cols = if tb == Transpose::No { n } else { k };
         let (a_rs, a_cs) = strides(ta, a_cols);
@@ -122,6 +201,65 @@ impl<T: Scalar> Kernels<T> for Cpu {
                 false,
                 self.parallelism(m * n * k),
             );
+        }
+    }
+
+    fn dense_forward(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        x: &[T],
+        w: &[T],
+        bias: &[T],
+        z: &mut [T],
+        mut relu: Option<&mut [T]>,
+    ) {
+        assert_eq!(
+            x.len(),
+            m * k,
+            "dense_forward: X has {} elements, expected {m}x{k}",
+            x.len()
+        );
+        assert_eq!(
+            w.len(),
+            n * k,
+            "dense_forward: W has {} elements, expected {n}x{k}",
+            w.len()
+        );
+        assert_eq!(
+            bias.len(),
+            n,
+            "dense_forward: bias has {} elements, expected {n}",
+            bias.len()
+        );
+        assert_eq!(
+            z.len(),
+            m * n,
+            "dense_forward: Z has {} elements, expected {m}x{n}",
+            z.len()
+        );
+        if let Some(y) = relu.as_deref() {
+            assert_eq!(
+                y.len(),
+                m * n,
+                "dense_forward: Y has {} elements, expected {m}x{n}",
+                y.len()
+            );
+        }
+        let parts = self.parts(m * n * k);
+        let relu32 = relu.as_deref_mut().map(as_f32_mut);
+        let fast = match (as_f32(x), as_f32(w), as_f32(bias), as_f32_mut(z), relu32) {
+            (Some(x), Some(w), Some(b), Some(z), None) => {
+                fast_dense_forward(parts, (m, n, k), x, w, b, z, None)
+            }
+            (Some(x), Some(w), Some(b), Some(z), Some(Some(y))) => {
+                fast_dense_forward(parts, (m, n, k), x, w, b, z, Some(y))
+            }
+            _ => false,
+        };
+        if !fast {
+            super::dense_forward_in_passes(self, (m, n, k), x, w, bias, z, relu);
         }
     }
 

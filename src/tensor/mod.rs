@@ -3,7 +3,11 @@
 //! Buffers are plain slices in row-major order: a batch of `n` samples with `d` features is a
 //! slice of length `n * d` where sample `i` occupies `i * d .. (i + 1) * d`.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod cpu;
+#[cfg(target_arch = "x86_64")]
+mod matmul;
 
 pub use cpu::Cpu;
 
@@ -97,6 +101,24 @@ pub trait Kernels<T: Scalar>: Send + Sync {
         c: &mut [T],
     );
 
+    /// Computes a dense layer's output `Z = X Wᵀ + b` for `X` of shape `m × k`, `W` of shape
+    /// `n × k` and `b` of length `n` (added to every row), and when `relu` is given also
+    /// `Y = max(Z, 0)` into it. The default runs [`Kernels::gemm`] and then one pass.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_forward(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        x: &[T],
+        w: &[T],
+        bias: &[T],
+        z: &mut [T],
+        relu: Option<&mut [T]>,
+    ) {
+        dense_forward_in_passes(self, (m, n, k), x, w, bias, z, relu);
+    }
+
     /// Adds `bias` (length `n`) to every row of the `m × n` matrix `c`.
     fn add_row_vector(&self, c: &mut [T], bias: &[T]);
 
@@ -108,6 +130,32 @@ pub trait Kernels<T: Scalar>: Send + Sync {
 
     /// Returns the dot product of `x` and `y`.
     fn dot(&self, x: &[T], y: &[T]) -> T;
+}
+
+/// Computes [`Kernels::dense_forward`] as a product followed by one pass over the output.
+#[allow(clippy::too_many_arguments)]
+fn dense_forward_in_passes<T: Scalar, K: Kernels<T> + ?Sized>(
+    kernels: &K,
+    (m, n, k): (usize, usize, usize),
+    x: &[T],
+    w: &[T],
+    bias: &[T],
+    z: &mut [T],
+    relu: Option<&mut [T]>,
+) {
+    let (one, zero) = (T::one(), T::zero());
+    kernels.gemm(Transpose::No, Transpose::Yes, m, n, k, one, x, w, zero, z);
+    match relu {
+        Some(y) => {
+            for (z, y) in z.chunks_mut(n).zip(y.chunks_mut(n)) {
+                for ((z, y), &b) in z.iter_mut().zip(y).zip(bias) {
+                    *z += b;
+                    *y = z.max(zero);
+                }
+            }
+        }
+        None => kernels.add_row_vector(z, bias),
+    }
 }
 
 /// Returns the Euclidean norm of `x`, accumulated in `f64`.

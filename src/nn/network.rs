@@ -2,7 +2,7 @@
 //! holds one batch's activations, gradients and tangents.
 
 use super::layer::{Activations, Layer, Mode, Pass};
-use super::{build_layer, Init, LayerSpec, Rng};
+use super::{build_layer, Activation, Dense, Init, LayerSpec, Rng};
 use crate::tensor::{Kernels, Scalar};
 use crate::{Error, Result};
 use rand::SeedableRng;
@@ -13,6 +13,9 @@ use std::sync::Arc;
 /// [`Network::param_ranges`] gives; the network itself is immutable and can be shared.
 pub struct Network<T: Scalar> {
     layers: Vec<Box<dyn Layer<T>>>,
+    /// At index `i`, the dense layer `i` when layer `i + 1` is a ReLU: the forward and
+    /// gradient passes run the pair as one, with bias and ReLU in the product's epilogue.
+    fused: Vec<Option<Dense>>,
     ranges: Vec<Range<usize>>,
     specs: Vec<LayerSpec>,
     input_shape: Vec<usize>,
@@ -95,8 +98,10 @@ impl<T: Scalar> Network<T> {
             offset += layer.param_count();
             layers.push(layer);
         }
+        let fused = fused_pairs(specs, &layers);
         Ok(Network {
             layers,
+            fused,
             ranges,
             specs: specs.to_vec(),
             input_shape: input_shape.to_vec(),
@@ -239,17 +244,22 @@ impl<T: Scalar> Network<T> {
         ws.seed = seed;
         ws.act[0][..x.len()].copy_from_slice(x);
         let pass = self.pass(ws);
-        for (i, layer) in self.layers.iter().enumerate() {
+        let mut i = 0;
+        while i < self.layers.len() {
+            let layer = &self.layers[i];
+            let params = &params[self.ranges[i].clone()];
             let (lo, hi) = ws.act.split_at_mut(i + 1);
             let x = &lo[i][..batch * layer.input_size()];
-            let y = &mut hi[0][..batch * layer.output_size()];
-            layer.forward(
-                &pass,
-                &params[self.ranges[i].clone()],
-                x,
-                y,
-                &mut ws.scratch[i],
-            );
+            let (y, rest) = hi.split_at_mut(1);
+            let y = &mut y[0][..batch * layer.output_size()];
+            if let Some(dense) = &self.fused[i] {
+                let relu = &mut rest[0][..y.len()];
+                dense.forward_relu(&pass, params, x, y, Some(relu));
+                i += 2;
+            } else {
+                layer.forward(&pass, params, x, y, &mut ws.scratch[i]);
+                i += 1;
+            }
         }
         ws.output()
     }
@@ -321,16 +331,36 @@ impl<T: Scalar> Network<T> {
     fn backward_chain(&self, ws: &mut Workspace<T>, params: &[T], out: &mut [T], chain: Chain) {
         let pass = self.pass(ws);
         let n = ws.batch;
-        for (i, layer) in self.layers.iter().enumerate().rev() {
+        let mut i = self.layers.len();
+        while i > 0 {
+            i -= 1;
+            let buffers = match chain {
+                Chain::Gradient => &mut ws.grad,
+                Chain::Transpose => &mut ws.rgrad,
+            };
+            // A ReLU after a fused dense layer: run both backward passes as one.
+            if let Some(dense) = i.checked_sub(1).and_then(|d| self.fused[d].as_ref()) {
+                i -= 1;
+                let r = self.ranges[i].clone();
+                let (ni, no) = (
+                    n * self.layers[i].input_size(),
+                    n * self.layers[i].output_size(),
+                );
+                let (x, z) = (&ws.act[i][..ni], &ws.act[i + 1][..no]);
+                let (lo, hi) = buffers.split_at_mut(i + 1);
+                let (dz, dy) = hi.split_at_mut(1);
+                let (dz, dy) = (&mut dz[0][..no], &dy[0][..no]);
+                let dx = (i > 0).then(|| &mut lo[i][..ni]);
+                let (p, dp) = (&params[r.clone()], &mut out[r]);
+                dense.backward_relu(&pass, p, x, z, dy, dz, dx, dp);
+                continue;
+            }
+            let layer = &self.layers[i];
             let r = self.ranges[i].clone();
             let (ni, no) = (n * layer.input_size(), n * layer.output_size());
             let act = Activations {
                 x: &ws.act[i][..ni],
                 y: &ws.act[i + 1][..no],
-            };
-            let buffers = match chain {
-                Chain::Gradient => &mut ws.grad,
-                Chain::Transpose => &mut ws.rgrad,
             };
             let (lo, hi) = buffers.split_at_mut(i + 1);
             let dy = &hi[0][..no];
@@ -345,6 +375,21 @@ impl<T: Scalar> Network<T> {
 enum Chain {
     Gradient,
     Transpose,
+}
+
+/// Finds the dense layers followed by a ReLU, which the forward and gradient passes fuse.
+fn fused_pairs<T: Scalar>(specs: &[LayerSpec], layers: &[Box<dyn Layer<T>>]) -> Vec<Option<Dense>> {
+    (0..specs.len())
+        .map(|i| match (&specs[i], specs.get(i + 1)) {
+            (
+                LayerSpec::Dense { .. },
+                Some(LayerSpec::Activation {
+                    function: Activation::Relu,
+                }),
+            ) => Some(Dense::new(layers[i].input_size(), layers[i].output_size())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn auto_init(next: Option<&LayerSpec>) -> Init {

@@ -100,14 +100,11 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let (config, options) = build_config(args)?;
-    if config.training.threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(config.training.threads)
-            .build_global()
-            .context("failed to start the worker threads")?;
-    }
+    // The loop runs on a worker of the pool, so that its products split across the pool's
+    // threads without a hand-over to another thread at every call.
+    let pool = super::worker_pool(config.training.threads)?;
     let mut progress = Progress::new();
-    let result = train::train(&config, &options, &mut progress);
+    let result = pool.install(|| train::train(&config, &options, &mut progress));
     progress.finish();
     let summary = result?;
     print_summary(&summary, &options.out);

@@ -28,7 +28,7 @@ pub fn available() -> bool {
 
 /// Returns the mask of the first `n` of 16 lanes.
 #[inline(always)]
-fn lanes(n: usize) -> __mmask16 {
+pub(super) fn lanes(n: usize) -> __mmask16 {
     if n >= 16 {
         0xFFFF
     } else {
@@ -84,7 +84,7 @@ pub unsafe fn dot_tile(k: usize, a: [*const f32; 4], b: [*const f32; 4]) -> __m5
 /// Returns the vector whose lane `l` is the sum of the lanes of `v[l]`, with 45 shuffles
 /// and additions where 16 separate reductions would take about 130.
 #[inline(always)]
-unsafe fn reduce_16(v: &[__m512; 16]) -> __m512 {
+pub(super) unsafe fn reduce_16(v: &[__m512; 16]) -> __m512 {
     // Within each 128-bit block, interleave pairs of vectors and add: block lanes become
     // partial sums [x, y, x, y] of the pair (x, y).
     let mut u = [_mm512_setzero_ps(); 8];

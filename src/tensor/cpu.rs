@@ -1,7 +1,7 @@
 //! CPU kernels: f32 matrix products through the AVX-512 kernels where the CPU has them and
 //! through the `gemm` crate otherwise, loops through rayon.
 
-use super::{Kernels, Scalar, Transpose};
+use super::{Kernels, Precision, Scalar, Transpose};
 use rayon::prelude::*;
 use std::any::TypeId;
 
@@ -16,14 +16,30 @@ const PARALLEL_ELEMENTS: usize = 1 << 15;
 #[derive(Clone, Copy, Debug)]
 pub struct Cpu {
     threads: usize,
+    precision: Precision,
 }
 
 impl Cpu {
-    /// Creates a CPU backend that uses up to `threads` threads (at least one).
+    /// Creates a CPU backend that uses up to `threads` threads (at least one) and computes
+    /// f32 products in f32.
     pub fn new(threads: usize) -> Self {
         Cpu {
             threads: threads.max(1),
+            precision: Precision::F32,
         }
+    }
+
+    /// Sets the precision of the operands of f32 products. [`Precision::Bf16`] takes effect
+    /// where [`Precision::Bf16.is_supported()`](Precision::is_supported), and products
+    /// stay f32 elsewhere.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// Returns the precision set by [`Cpu::with_precision`].
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Returns the thread count.
@@ -62,9 +78,11 @@ fn as_f32_mut<T: Scalar>(x: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) })
 }
 
-/// Runs an f32 product on the AVX-512 kernels; returns `false` where they do not apply.
+/// Runs an f32 product on the AVX-512 kernels, from bf16 operands where `precision` asks
+/// for them and the CPU has AVX-512 BF16; returns `false` where no kernel applies.
 #[allow(clippy::too_many_arguments)]
 fn fast_gemm(
+    precision: Precision,
     parts: usize,
     ta: Transpose,
     tb: Transpose,
@@ -77,33 +95,40 @@ fn fast_gemm(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::matmul::gemm(parts, ta, tb, shape, alpha, a, b, beta, c)
+        (precision == Precision::Bf16
+            && super::matmul_bf16::gemm(parts, ta, tb, shape, alpha, a, b, beta, c))
+            || super::matmul::gemm(parts, ta, tb, shape, alpha, a, b, beta, c)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (parts, ta, tb, shape, alpha, a, b, beta, c);
+        let _ = (precision, parts, ta, tb, shape, alpha, a, b, beta, c);
         false
     }
 }
 
-/// Runs the f32 dense forward product on the AVX-512 kernels; returns `false` where they
-/// do not apply.
+/// Runs the f32 dense forward product on the AVX-512 kernels, from bf16 operands as
+/// [`fast_gemm`] does; returns `false` where no kernel applies.
+#[allow(clippy::too_many_arguments)]
 fn fast_dense_forward(
+    precision: Precision,
     parts: usize,
     shape: (usize, usize, usize),
     x: &[f32],
     w: &[f32],
     bias: &[f32],
     z: &mut [f32],
-    relu: Option<&mut [f32]>,
+    mut relu: Option<&mut [f32]>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::matmul::dense_forward(parts, shape, x, w, bias, z, relu)
+        let y = relu.as_deref_mut();
+        (precision == Precision::Bf16
+            && super::matmul_bf16::dense_forward(parts, shape, x, w, bias, z, y))
+            || super::matmul::dense_forward(parts, shape, x, w, bias, z, relu)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (parts, shape, x, w, bias, z, relu);
+        let _ = (precision, parts, shape, x, w, bias, z, &mut relu);
         false
     }
 }
@@ -165,7 +190,18 @@ impl<T: Scalar> Kernels<T> for Cpu {
         if let (Some(a32), Some(b32), Some(c32)) = (as_f32(a), as_f32(b), as_f32_mut(c)) {
             let (alpha32, beta32) = (alpha.as_f64() as f32, beta.as_f64() as f32);
             let parts = self.parts(m * n * k);
-            if fast_gemm(parts, ta, tb, (m, n, k), alpha32, a32, b32, beta32, c32) {
+            if fast_gemm(
+                self.precision,
+                parts,
+                ta,
+                tb,
+                (m, n, k),
+                alpha32,
+                a32,
+                b32,
+                beta32,
+                c32,
+            ) {
                 return;
             }
         }
@@ -251,10 +287,10 @@ impl<T: Scalar> Kernels<T> for Cpu {
         let relu32 = relu.as_deref_mut().map(as_f32_mut);
         let fast = match (as_f32(x), as_f32(w), as_f32(bias), as_f32_mut(z), relu32) {
             (Some(x), Some(w), Some(b), Some(z), None) => {
-                fast_dense_forward(parts, (m, n, k), x, w, b, z, None)
+                fast_dense_forward(self.precision, parts, (m, n, k), x, w, b, z, None)
             }
             (Some(x), Some(w), Some(b), Some(z), Some(Some(y))) => {
-                fast_dense_forward(parts, (m, n, k), x, w, b, z, Some(y))
+                fast_dense_forward(self.precision, parts, (m, n, k), x, w, b, z, Some(y))
             }
             _ => false,
         };

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 /// Rows of `A` (100 KB at k = 784) that one pass over `B` serves in a dot-tile product, so
 /// that the block stays in L2 while 4-row tiles of `B` stream past it.
-const DOT_ROW_BLOCK: usize = 32;
+pub(super) const DOT_ROW_BLOCK: usize = 32;
 
 /// Rows from which `A Bᵀ` packs `Bᵀ` for broadcast tiles. Below it the dot tiles are as
 /// fast and skip the packing (measured on `X Wᵀ` with 784 × 256 and 256 × 128 weights).
@@ -29,7 +29,7 @@ const BROADCAST_DEPTH: usize = 128;
 
 /// A pointer to an output that several threads write at once, each to its own tiles.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(pub(super) *mut f32);
 
 // SAFETY: the products below hand each thread a disjoint range of tiles, so no two threads
 // write the same element, and the output slice outlives the scoped threads that use it.
@@ -48,12 +48,12 @@ pub fn available() -> bool {
 
 /// The operands of `C = op(A) op(B)`: `op(A)` is `m × k`, `op(B)` is `k × n`, all row-major.
 #[derive(Clone, Copy)]
-struct Shape {
-    ta: Transpose,
-    tb: Transpose,
-    m: usize,
-    n: usize,
-    k: usize,
+pub(super) struct Shape {
+    pub(super) ta: Transpose,
+    pub(super) tb: Transpose,
+    pub(super) m: usize,
+    pub(super) n: usize,
+    pub(super) k: usize,
 }
 
 /// `C = alpha op(A) op(B) + beta C` for row-major f32 matrices on `parts` threads. Returns
@@ -165,7 +165,7 @@ pub fn dense_forward(
 
 /// Splits `tiles` into `parts` contiguous ranges and runs `f` on each non-empty one, in
 /// parallel through rayon's `join`, which allocates nothing.
-fn for_each_range(parts: usize, tiles: Range<usize>, f: &(dyn Fn(Range<usize>) + Sync)) {
+pub(super) fn for_each_range(parts: usize, tiles: Range<usize>, f: &(dyn Fn(Range<usize>) + Sync)) {
     if tiles.is_empty() {
         return;
     }
@@ -396,7 +396,7 @@ impl Tile {
 impl Store {
     /// Returns the store of one pass over a slice of `k`. The first pass scales the old `C` and
     /// adds the bias, later ones add to `C`, and only the last writes the ReLU.
-    fn pass(&self, first: bool, last: bool) -> Store {
+    pub(super) fn pass(&self, first: bool, last: bool) -> Store {
         Store {
             beta: if first { self.beta } else { 1.0 },
             bias: if first { self.bias } else { std::ptr::null() },
@@ -414,7 +414,7 @@ impl Store {
     /// # Safety
     ///
     /// `(i, j)` must lie inside the output that `relu` points to and `j` inside `bias`.
-    unsafe fn at(&self, i: usize, j: usize, ldc: usize) -> Store {
+    pub(super) unsafe fn at(&self, i: usize, j: usize, ldc: usize) -> Store {
         Store {
             bias: if self.bias.is_null() {
                 self.bias

@@ -5,12 +5,17 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_bf16;
 mod cpu;
 #[cfg(target_arch = "x86_64")]
 mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod matmul_bf16;
 
 pub use cpu::Cpu;
 
+use serde::{Deserialize, Serialize};
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
@@ -67,6 +72,56 @@ impl Scalar for f64 {
 
     fn as_f64(self) -> f64 {
         self
+    }
+}
+
+/// The element type that f32 matrix products round their operands to. Sums, outputs and
+/// everything outside the products stay f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// f32 operands.
+    #[default]
+    F32,
+    /// bf16 operands (8-bit significand) with f32 sums, on CPUs with AVX-512 BF16.
+    Bf16,
+}
+
+impl Precision {
+    /// Returns whether this CPU computes products in this precision; f32 always.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Precision::F32 => true,
+            #[cfg(target_arch = "x86_64")]
+            Precision::Bf16 => matmul_bf16::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Precision::Bf16 => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(crate::Error::setting(
+                "precision",
+                s,
+                "expected f32 or bf16",
+            )),
+        }
+    }
+}
+
+impl Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
     }
 }
 

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gradus::data::{ScaleKind, TaskKind};
 use gradus::nn::{Activation, Init, Loss};
+use gradus::tensor::Precision;
 use gradus::train::{self, RunConfig, RunOptions, Summary};
 use std::path::PathBuf;
 
@@ -87,6 +88,10 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Operand precision of the matrix products: f32, or bf16 with f32 sums and f32 weights
+    /// (needs AVX-512 BF16; f32 elsewhere).
+    #[arg(long)]
+    precision: Option<Precision>,
     /// TOML config file; the options above override its keys.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -181,6 +186,7 @@ fn apply_overrides(config: &mut RunConfig, args: TrainArgs) -> Result<()> {
     set(&mut t.epochs, args.epochs);
     set(&mut t.seed, args.seed);
     set(&mut t.threads, args.threads);
+    set(&mut t.precision, args.precision);
     if let Some(p) = args.patience {
         t.patience = (p > 0).then_some(p);
     }

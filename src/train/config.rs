@@ -4,6 +4,7 @@ use crate::data::{ScaleKind, TaskKind};
 use crate::methods::schedule::LrSchedule;
 use crate::methods::MethodSpec;
 use crate::nn::{Activation, Init, Loss};
+use crate::tensor::Precision;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +106,9 @@ pub struct TrainingConfig {
     pub patience: Option<usize>,
     /// Learning-rate schedule.
     pub schedule: LrSchedule,
+    /// Operand precision of the matrix products; bf16 falls back to f32 on CPUs without
+    /// AVX-512 BF16.
+    pub precision: Precision,
 }
 
 impl Default for TrainingConfig {
@@ -117,6 +121,7 @@ impl Default for TrainingConfig {
             threads: 0,
             patience: Some(10),
             schedule: LrSchedule::default(),
+            precision: Precision::F32,
         }
     }
 }

@@ -12,7 +12,7 @@ mod worker;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use data::{bench_data, write_data, TempDir};
-use gradus::tensor::{Cpu, Kernels, Transpose};
+use gradus::tensor::{Cpu, Kernels, Precision, Transpose};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -98,6 +98,10 @@ struct MlpArgs {
     /// Methods, comma-separated: sgd, adam.
     #[arg(long, value_delimiter = ',', default_value = "sgd,adam")]
     methods: Vec<BenchMethod>,
+    /// Operand precisions of this framework's products, comma-separated: f32, bf16. PyTorch
+    /// always runs in f32.
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    precisions: Vec<Precision>,
     /// Worker threads for both frameworks.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -141,6 +145,9 @@ fn run_mlp(args: MlpArgs) -> Result<()> {
     if args.threads == 0 || args.batches.contains(&0) || args.repeats == 0 {
         bail!("--threads, --batches and --repeats must be at least 1");
     }
+    if args.precisions.is_empty() {
+        bail!("--precisions is empty; give f32, bf16 or both");
+    }
     let (x, labels, origin) = bench_data(&args.data, args.samples)?;
     let dir = TempDir::create()?;
     write_data(dir.path(), &x, &labels)?;
@@ -157,28 +164,78 @@ fn run_mlp(args: MlpArgs) -> Result<()> {
         },
     };
     let flops = mlp_flops_per_sample();
-    println!(
-        "MLP {FEATURES}-{}-{}-{CLASSES}, ReLU, cross-entropy, f32; {} samples of {origin}; \
-         {} threads; fastest of {} run(s) each",
-        HIDDEN[0],
-        HIDDEN[1],
-        labels.len(),
-        args.threads,
-        args.repeats
-    );
-    println!(
-        "{:.3} MFLOP per sample; peak f32 GEMM {:.0} GFLOP/s ({})",
-        flops / 1e6,
-        peak.gflops,
-        if peak.measured {
-            "measured, 2048³ product"
-        } else {
-            "stated"
+    print_header(&args, labels.len(), &origin, &peak, flops);
+    let mut torch_version = None;
+    for &method in &args.methods {
+        for &batch in &args.batches {
+            let (ours, theirs) = measure(dir.path(), batch, method, &args)?;
+            if let Some(t) = &theirs {
+                torch_version = t.torch_version.clone();
+            }
+            for (precision, result) in args.precisions.iter().zip(&ours) {
+                let row = Row {
+                    method,
+                    precision: *precision,
+                    batch,
+                };
+                print_row(&row, result, theirs.as_ref(), flops, peak.gflops);
+            }
         }
-    );
+    }
+    if let Some(v) = torch_version {
+        let policy = std::env::var("OMP_WAIT_POLICY").unwrap_or(TORCH_WAIT_POLICY.to_string());
+        println!("PyTorch {v}, OMP_WAIT_POLICY={policy}");
+    }
+    Ok(())
+}
+
+/// Runs one method and batch size `repeats` times in each precision and in PyTorch,
+/// alternating, and returns the fastest run of each (ours in the order of `precisions`).
+fn measure(
+    dir: &Path,
+    batch: usize,
+    method: BenchMethod,
+    args: &MlpArgs,
+) -> Result<(Vec<RunResult>, Option<RunResult>)> {
+    let mut ours: Vec<Option<RunResult>> = vec![None; args.precisions.len()];
+    let mut theirs: Option<RunResult> = None;
+    for _ in 0..args.repeats {
+        for (best, &precision) in ours.iter_mut().zip(&args.precisions) {
+            let run = run_ours(dir, batch, method, precision, args)?;
+            *best = Some(faster(best.take(), run));
+        }
+        if !args.no_torch {
+            let run = run_torch(dir, batch, method, args)?;
+            theirs = Some(faster(theirs, run));
+        }
+    }
+    let ours = ours.into_iter().flatten().collect();
+    Ok((ours, theirs))
+}
+
+fn print_header(args: &MlpArgs, samples: usize, origin: &str, peak: &PeakRate, flops: f64) {
     println!(
-        "{:<6} {:>5} {:>12} {:>12} {:>6} {:>8} {:>8} {:>10} {:>10}",
+        "MLP {FEATURES}-{}-{}-{CLASSES}, ReLU, cross-entropy; {samples} samples of {origin}; \
+         {} threads; fastest of {} run(s) each",
+        HIDDEN[0], HIDDEN[1], args.threads, args.repeats
+    );
+    let source = if peak.measured {
+        "measured, 2048³ product"
+    } else {
+        "stated"
+    };
+    println!(
+        "{:.3} MFLOP per sample; peak f32 GEMM {:.0} GFLOP/s ({source})",
+        flops / 1e6,
+        peak.gflops
+    );
+    if args.precisions.contains(&Precision::Bf16) && !Precision::Bf16.is_supported() {
+        println!("this CPU lacks AVX-512 BF16, so the bf16 rows run f32 products");
+    }
+    println!(
+        "{:<6} {:<4} {:>5} {:>12} {:>12} {:>6} {:>8} {:>8} {:>10} {:>10}",
         "method",
+        "prec",
         "batch",
         "gradus/s",
         "torch/s",
@@ -188,29 +245,6 @@ fn run_mlp(args: MlpArgs) -> Result<()> {
         "RSS MiB",
         "torch MiB"
     );
-    let mut torch_version = None;
-    for &method in &args.methods {
-        for &batch in &args.batches {
-            let mut ours: Option<RunResult> = None;
-            let mut theirs: Option<RunResult> = None;
-            for _ in 0..args.repeats {
-                let run = run_ours(dir.path(), batch, method, &args)?;
-                ours = Some(faster(ours, run));
-                if !args.no_torch {
-                    let run = run_torch(dir.path(), batch, method, &args)?;
-                    torch_version = run.torch_version.clone().or(torch_version);
-                    theirs = Some(faster(theirs, run));
-                }
-            }
-            let ours = ours.expect("repeats is at least 1");
-            print_row(method, batch, &ours, theirs.as_ref(), flops, peak.gflops);
-        }
-    }
-    if let Some(v) = torch_version {
-        let policy = std::env::var("OMP_WAIT_POLICY").unwrap_or(TORCH_WAIT_POLICY.to_string());
-        println!("PyTorch {v}, OMP_WAIT_POLICY={policy}");
-    }
-    Ok(())
 }
 
 struct PeakRate {
@@ -225,14 +259,14 @@ fn faster(best: Option<RunResult>, run: RunResult) -> RunResult {
     }
 }
 
-fn print_row(
+/// The configuration of one table row.
+struct Row {
     method: BenchMethod,
+    precision: Precision,
     batch: usize,
-    ours: &RunResult,
-    theirs: Option<&RunResult>,
-    flops: f64,
-    peak: f64,
-) {
+}
+
+fn print_row(row: &Row, ours: &RunResult, theirs: Option<&RunResult>, flops: f64, peak: f64) {
     let mib = |r: Option<&RunResult>| match r.and_then(|r| r.peak_rss_bytes) {
         Some(b) => format!("{:.0}", b as f64 / (1 << 20) as f64),
         None => "n/a".to_string(),
@@ -246,9 +280,10 @@ fn print_row(
         None => ("n/a".to_string(), "n/a".to_string()),
     };
     println!(
-        "{:<6} {:>5} {:>12.0} {:>12} {:>6} {:>8.1} {:>7.1}% {:>10} {:>10}",
-        method.name(),
-        batch,
+        "{:<6} {:<4} {:>5} {:>12.0} {:>12} {:>6} {:>8.1} {:>7.1}% {:>10} {:>10}",
+        row.method.name(),
+        row.precision.to_string(),
+        row.batch,
         ours.samples_per_second,
         torch_rate,
         ratio,
@@ -304,7 +339,13 @@ fn measure_peak_gflops(threads: usize) -> Result<f64> {
     Ok(2.0 * (n * n * n) as f64 / best / 1e9)
 }
 
-fn run_ours(dir: &Path, batch: usize, method: BenchMethod, args: &MlpArgs) -> Result<RunResult> {
+fn run_ours(
+    dir: &Path,
+    batch: usize,
+    method: BenchMethod,
+    precision: Precision,
+    args: &MlpArgs,
+) -> Result<RunResult> {
     let exe = std::env::current_exe().context("failed to find this program's path")?;
     let mut command = Command::new(exe);
     command
@@ -315,6 +356,7 @@ fn run_ours(dir: &Path, batch: usize, method: BenchMethod, args: &MlpArgs) -> Re
     command.args(["--batch", &batch.to_string(), "--method", method.name()]);
     command.args(["--threads", &args.threads.to_string()]);
     command.args(["--warmup-steps", &args.warmup_steps.to_string()]);
+    command.args(["--precision", &precision.to_string()]);
     run_child(command, "gradus worker")
 }
 

@@ -8,7 +8,7 @@ use clap::Args;
 use gradus::methods::{MethodSpec, StepContext};
 use gradus::nn::{self, Activation, Init, Loss, Mode, Network};
 use gradus::objective::{Counter, NetworkObjective};
-use gradus::tensor::{flush_denormals, Cpu};
+use gradus::tensor::{flush_denormals, Cpu, Precision};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +27,8 @@ pub(super) struct WorkerArgs {
     pub(super) threads: usize,
     #[arg(long)]
     pub(super) warmup_steps: usize,
+    #[arg(long, default_value = "f32")]
+    pub(super) precision: Precision,
 }
 
 pub(super) fn run_worker(args: WorkerArgs) -> Result<()> {
@@ -43,7 +45,7 @@ pub(super) fn run_worker(args: WorkerArgs) -> Result<()> {
 fn train_epoch(data: &BenchData, args: &WorkerArgs) -> Result<RunResult> {
     flush_denormals();
     let specs = nn::mlp(&HIDDEN, Activation::Relu, 0.0, CLASSES);
-    let kernels = Arc::new(Cpu::new(args.threads));
+    let kernels = Arc::new(Cpu::new(args.threads).with_precision(args.precision));
     let network = Network::<f32>::new(&[FEATURES], &specs, kernels)?;
     let mut params = network.init_params(Init::Auto, SEED);
     let mut spec = MethodSpec::default_for(args.method.name())?;

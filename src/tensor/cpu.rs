@@ -5,9 +5,12 @@ use super::{Kernels, Precision, Scalar, Transpose};
 use rayon::prelude::*;
 use std::any::TypeId;
 
-/// Below this many multiply-adds a matrix product runs on one thread, because splitting it
-/// costs more than it saves.
-const PARALLEL_GEMM_FLOPS: usize = 1 << 18;
+/// Below this many multiply-adds a matrix product runs on one thread. Such a product takes
+/// under about 5 µs on one core (200 GFLOP/s), too little to pay for waking a second
+/// thread. NOTE: an estimate; on the loaded 2-core VM where the kernels were written, two
+/// threads ran no faster than one at any size from 2^18 to 2^23, so no crossover could be
+/// measured.
+const PARALLEL_GEMM_FLOPS: usize = 1 << 20;
 
 /// Below this many elements an elementwise loop runs on one thread.
 const PARALLEL_ELEMENTS: usize = 1 << 15;

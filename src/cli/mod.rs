@@ -3,6 +3,7 @@
 //! Exit codes: 0 on success, 2 for invalid input (arguments, files, settings, data), 1 when
 //! training itself fails (a non-finite loss) or a file cannot be written.
 
+mod bench;
 mod compare;
 mod evaluate;
 mod export;
@@ -45,6 +46,8 @@ enum Command {
     Plot(plot::PlotArgs),
     /// List the built-in data sets.
     Datasets,
+    /// Measure training throughput against PyTorch (see docs/benchmarks.md).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the command line and returns the exit code.
@@ -70,6 +73,7 @@ pub fn run() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Compare(args) => compare::run(*args),
         Command::Plot(args) => plot::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Datasets => {
             for (name, about) in gradus::data::builtin_names() {
                 println!("{name:<8} {about}");
@@ -108,6 +112,20 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         _ => 2,
     }
+}
+
+/// Builds the thread pool that training and benchmarks run in, with `threads` threads (0:
+/// one per core). Each thread flushes denormals to zero, because the flag lives in a
+/// per-thread register.
+fn worker_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
+    use anyhow::Context;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .start_handler(|_| {
+            gradus::tensor::flush_denormals();
+        })
+        .build()
+        .context("failed to start the worker threads")
 }
 
 fn init_logging(verbose: u8) {

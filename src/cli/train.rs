@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gradus::data::{ScaleKind, TaskKind};
 use gradus::nn::{Activation, Init, Loss};
+use gradus::tensor::Precision;
 use gradus::train::{self, RunConfig, RunOptions, Summary};
 use std::path::{Path, PathBuf};
 
@@ -119,6 +120,10 @@ pub struct RunArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Operand precision of the matrix products: f32, or bf16 with f32 sums and f32 weights
+    /// (needs AVX-512 BF16; f32 elsewhere).
+    #[arg(long)]
+    precision: Option<Precision>,
     /// TOML config file; the options above override its keys.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -146,14 +151,11 @@ fn read_config(path: &Path) -> Result<RunConfig> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let (config, options) = build_config(args)?;
-    if config.training.threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(config.training.threads)
-            .build_global()
-            .context("failed to start the worker threads")?;
-    }
+    // The loop runs on a worker of the pool, so that its products split across the pool's
+    // threads without a hand-over to another thread at every call.
+    let pool = super::worker_pool(config.training.threads)?;
     let mut progress = Progress::new();
-    let result = train::train(&config, &options, &mut progress);
+    let result = pool.install(|| train::train(&config, &options, &mut progress));
     progress.finish();
     let summary = result?;
     print_summary(&summary, &options.out);
@@ -221,6 +223,7 @@ fn apply_overrides(config: &mut RunConfig, args: RunArgs) -> Result<()> {
     set(&mut t.epochs, args.epochs);
     set(&mut t.seed, args.seed);
     set(&mut t.threads, args.threads);
+    set(&mut t.precision, args.precision);
     if let Some(p) = args.patience {
         t.patience = (p > 0).then_some(p);
     }

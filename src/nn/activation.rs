@@ -167,6 +167,15 @@ impl ActivationLayer {
     }
 }
 
+/// Computes `dx = dy` where `x > 0` and `dx = 0` elsewhere, the ReLU backward pass, in a loop
+/// that vectorises.
+pub(super) fn relu_backward<T: Scalar>(x: &[T], dy: &[T], dx: &mut [T]) {
+    let zero = T::zero();
+    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+        *dx = if x > zero { dy } else { zero };
+    }
+}
+
 /// Runs `op(i)` over chunks of `out`, in parallel when the array is large.
 fn for_chunks<T: Scalar>(out: &mut [T], op: impl Fn(usize, &mut [T]) + Sync) {
     if out.len() > CHUNK {
@@ -195,7 +204,14 @@ impl<T: Scalar> Layer<T> for ActivationLayer {
         let f = self.function;
         for_chunks(y, |start, y| {
             let x = &x[start..start + y.len()];
-            y.iter_mut().zip(x).for_each(|(y, &x)| *y = f.value(x));
+            // A loop without the match on the function vectorises.
+            if f == Activation::Relu {
+                y.iter_mut()
+                    .zip(x)
+                    .for_each(|(y, &x)| *y = x.max(T::zero()));
+            } else {
+                y.iter_mut().zip(x).for_each(|(y, &x)| *y = f.value(x));
+            }
         });
     }
 
@@ -215,6 +231,10 @@ impl<T: Scalar> Layer<T> for ActivationLayer {
         for_chunks(dx, |s, dx| {
             let e = s + dx.len();
             let (x, y, dy) = (&act.x[s..e], &act.y[s..e], &dy[s..e]);
+            if f == Activation::Relu {
+                relu_backward(x, dy, dx);
+                return;
+            }
             for i in 0..dx.len() {
                 dx[i] = f.derivative(x[i], y[i]) * dy[i];
             }

@@ -120,18 +120,24 @@ impl Loss {
         let scale = 1.0 / self.divisor(batch, width);
         match self {
             Loss::SoftmaxCrossEntropy => {
-                // ∂/∂z_j of Σ_k t_k (lse − z_k) = s p_j − t_j, with s = Σ_k t_k.
+                // ∂/∂z_j of Σ_k t_k (lse − z_k) = s p_j − t_j, with s = Σ_k t_k. The loss
+                // comes from the same softmax pass, as cross_entropy_row computes it.
+                let mut total = 0.0;
                 for ((z, t), dz) in z
                     .chunks(width)
                     .zip(t.chunks(width))
                     .zip(dz.chunks_mut(width))
                 {
                     let s: f64 = t.iter().map(|t| t.as_f64()).sum();
-                    softmax(z, dz);
-                    for (d, t) in dz.iter_mut().zip(t) {
+                    let (max, log_sum) = softmax(z, dz);
+                    let mut row = 0.0;
+                    for ((d, t), z) in dz.iter_mut().zip(t).zip(z) {
+                        row += t.as_f64() * (max - z.as_f64() + log_sum);
                         *d = T::of((s * d.as_f64() - t.as_f64()) * scale);
                     }
+                    total += row;
                 }
+                return total / self.divisor(batch, width);
             }
             Loss::MeanSquaredError => {
                 for ((d, z), t) in dz.iter_mut().zip(z).zip(t) {

@@ -2,7 +2,7 @@
 //! holds one batch's activations, gradients and tangents.
 
 use super::layer::{Activations, Layer, Mode, Pass};
-use super::{build_layer, Init, LayerSpec, Rng};
+use super::{build_layer, Activation, Dense, Init, LayerSpec, Rng};
 use crate::tensor::{Kernels, Scalar};
 use crate::{Error, Result};
 use rand::SeedableRng;
@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// times moves them once per evaluation.
 pub struct Network<T: Scalar> {
     layers: Vec<Box<dyn Layer<T>>>,
+    /// At index `i`, the dense layer `i` when layer `i + 1` is a ReLU: the forward and
+    /// gradient passes run the pair as one, with bias and ReLU in the product's epilogue.
+    fused: Vec<Option<Dense>>,
     ranges: Vec<Range<usize>>,
     buffer_ranges: Vec<Range<usize>>,
     buffers: Mutex<Vec<T>>,
@@ -111,8 +114,10 @@ impl<T: Scalar> Network<T> {
         for (layer, range) in layers.iter().zip(&buffer_ranges) {
             layer.init_buffers(&mut buffers[range.clone()]);
         }
+        let fused = fused_pairs(specs, &layers);
         Ok(Network {
             layers,
+            fused,
             ranges,
             buffer_ranges,
             buffers: Mutex::new(buffers),
@@ -305,21 +310,33 @@ impl<T: Scalar> Network<T> {
         }
 
         let base = self.pass(ws);
-        for (i, layer) in self.layers.iter().enumerate() {
+        let mut i = 0;
+        while i < self.layers.len() {
+            let layer = &self.layers[i];
+            let layer_params = &params[self.ranges[i].clone()];
             let (lo, hi) = ws.act.split_at_mut(i + 1);
             let x = &lo[i][..batch * layer.input_size()];
-            let y = &mut hi[0][..batch * layer.output_size()];
+            let (y, rest) = hi.split_at_mut(1);
+            let y = &mut y[0][..batch * layer.output_size()];
             let buffer_range = self.buffer_ranges[i].clone();
             let pass = Pass {
                 buffers: &ws.buffers[buffer_range.clone()],
                 ..base
             };
+            if let Some(dense) = &self.fused[i] {
+                // A dense layer and the ReLU after it, in one pass; neither has buffers.
+                let relu = &mut rest[0][..y.len()];
+                dense.forward_relu(&pass, layer_params, x, y, Some(relu));
+                i += 2;
+                continue;
+            }
             let scratch = &mut ws.scratch[i];
-            layer.forward(&pass, &params[self.ranges[i].clone()], x, y, scratch);
+            layer.forward(&pass, layer_params, x, y, scratch);
             if mode == Mode::Train && !buffer_range.is_empty() {
                 let mut buffers = self.lock_buffers();
                 layer.update_buffers(&pass, &mut buffers[buffer_range], scratch);
             }
+            i += 1;
         }
         ws.output()
     }
@@ -399,7 +416,31 @@ impl<T: Scalar> Network<T> {
     fn backward_chain(&self, ws: &mut Workspace<T>, params: &[T], out: &mut [T], chain: Chain) {
         let base = self.pass(ws);
         let n = ws.batch;
-        for (i, layer) in self.layers.iter().enumerate().rev() {
+        let mut i = self.layers.len();
+        while i > 0 {
+            i -= 1;
+            let buffers = match chain {
+                Chain::Gradient => &mut ws.grad,
+                Chain::Transpose => &mut ws.rgrad,
+            };
+            // A ReLU after a fused dense layer: run both backward passes as one.
+            if let Some(dense) = i.checked_sub(1).and_then(|d| self.fused[d].as_ref()) {
+                i -= 1;
+                let r = self.ranges[i].clone();
+                let (ni, no) = (
+                    n * self.layers[i].input_size(),
+                    n * self.layers[i].output_size(),
+                );
+                let (x, z) = (&ws.act[i][..ni], &ws.act[i + 1][..no]);
+                let (lo, hi) = buffers.split_at_mut(i + 1);
+                let (dz, dy) = hi.split_at_mut(1);
+                let (dz, dy) = (&mut dz[0][..no], &dy[0][..no]);
+                let dx = (i > 0).then(|| &mut lo[i][..ni]);
+                let (p, dp) = (&params[r.clone()], &mut out[r]);
+                dense.backward_relu(&base, p, x, z, dy, dz, dx, dp);
+                continue;
+            }
+            let layer = &self.layers[i];
             let r = self.ranges[i].clone();
             let pass = Pass {
                 buffers: &ws.buffers[self.buffer_ranges[i].clone()],
@@ -409,10 +450,6 @@ impl<T: Scalar> Network<T> {
             let act = Activations {
                 x: &ws.act[i][..ni],
                 y: &ws.act[i + 1][..no],
-            };
-            let buffers = match chain {
-                Chain::Gradient => &mut ws.grad,
-                Chain::Transpose => &mut ws.rgrad,
             };
             let (lo, hi) = buffers.split_at_mut(i + 1);
             let dy = &hi[0][..no];
@@ -427,6 +464,21 @@ impl<T: Scalar> Network<T> {
 enum Chain {
     Gradient,
     Transpose,
+}
+
+/// Finds the dense layers followed by a ReLU, which the forward and gradient passes fuse.
+fn fused_pairs<T: Scalar>(specs: &[LayerSpec], layers: &[Box<dyn Layer<T>>]) -> Vec<Option<Dense>> {
+    (0..specs.len())
+        .map(|i| match (&specs[i], specs.get(i + 1)) {
+            (
+                LayerSpec::Dense { .. },
+                Some(LayerSpec::Activation {
+                    function: Activation::Relu,
+                }),
+            ) => Some(Dense::new(layers[i].input_size(), layers[i].output_size())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Picks the initialisation for a layer from the layers after it, looking past batch

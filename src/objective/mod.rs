@@ -109,6 +109,10 @@ pub struct NetworkObjective<'a, T: Scalar> {
     mode: Mode,
     seed: u64,
     workspace: Workspace<T>,
+    /// Whether passes keep a copy of θ so that curvature products at the same θ can reuse
+    /// them. Off until the first curvature product, so that a step that only takes
+    /// gradients copies nothing.
+    reuse_passes: bool,
     cached_theta: Vec<T>,
     cached: Cached,
     gradient_buffer: Vec<T>,
@@ -166,6 +170,7 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
             mode,
             seed,
             workspace,
+            reuse_passes: false,
             cached_theta: Vec::new(),
             cached: Cached::Nothing,
             gradient_buffer: Vec::new(),
@@ -192,21 +197,24 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
         self.cached >= need && self.cached_theta.as_slice() == theta
     }
 
-    fn forward(&mut self, theta: &[T]) -> f64 {
+    /// Runs the forward pass at `theta`, leaving the output in the workspace.
+    fn forward(&mut self, theta: &[T]) {
         let n = self.batch;
-        let z = self
-            .network
+        self.network
             .forward(&mut self.workspace, theta, self.x, n, self.mode, self.seed);
-        let value = self.loss.value(z, self.t, n);
         self.counter.add(n as u64);
         self.cached_theta.clear();
-        self.cached_theta.extend_from_slice(theta);
-        self.cached = Cached::Forward;
-        value
+        if self.reuse_passes {
+            self.cached_theta.extend_from_slice(theta);
+            self.cached = Cached::Forward;
+        } else {
+            self.cached = Cached::Nothing;
+        }
     }
 
     /// Makes sure forward and backward passes at `theta` are in the workspace.
     fn ensure_backward(&mut self, theta: &[T]) {
+        self.reuse_passes = true;
         if self.is_cached(theta, Cached::Backward) {
             return;
         }
@@ -218,6 +226,7 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
 
     /// Places `H_L J v` at the output: the start of both curvature products.
     fn output_curvature(&mut self, theta: &[T], v: &[T]) {
+        self.reuse_passes = true;
         if !self.is_cached(theta, Cached::Forward) {
             self.forward(theta);
         }
@@ -236,18 +245,21 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
     }
 
     fn value(&mut self, theta: &[T]) -> f64 {
-        self.forward(theta)
+        self.forward(theta);
+        self.loss.value(self.workspace.output(), self.t, self.batch)
     }
 
     fn gradient(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
-        let value = self.forward(theta);
+        self.forward(theta);
         let n = self.batch;
         let (z, dz) = self.workspace.output_and_gradient_mut();
-        self.loss.gradient(z, self.t, n, dz);
+        let value = self.loss.gradient(z, self.t, n, dz);
         self.network.backward(&mut self.workspace, theta, grad);
         self.counter.add(BACKWARD_COST * n as u64);
         self.counter.add_gradient();
-        self.cached = Cached::Backward;
+        if self.reuse_passes {
+            self.cached = Cached::Backward;
+        }
         value
     }
 

@@ -1,11 +1,16 @@
-//! CPU kernels: matrix products through the `gemm` crate, loops through rayon.
+//! CPU kernels: f32 matrix products through the AVX-512 kernels where the CPU has them and
+//! through the `gemm` crate otherwise, loops through rayon.
 
-use super::{Kernels, Scalar, Transpose};
+use super::{Kernels, Precision, Scalar, Transpose};
 use rayon::prelude::*;
+use std::any::TypeId;
 
-/// Below this many multiply-adds a matrix product runs on one thread, because splitting it
-/// costs more than it saves.
-const PARALLEL_GEMM_FLOPS: usize = 1 << 18;
+/// Below this many multiply-adds a matrix product runs on one thread. Such a product takes
+/// under about 5 µs on one core (200 GFLOP/s), too little to pay for waking a second
+/// thread. NOTE: an estimate; on the loaded 2-core VM where the kernels were written, two
+/// threads ran no faster than one at any size from 2^18 to 2^23, so no crossover could be
+/// measured.
+const PARALLEL_GEMM_FLOPS: usize = 1 << 20;
 
 /// Below this many elements an elementwise loop runs on one thread.
 const PARALLEL_ELEMENTS: usize = 1 << 15;
@@ -14,14 +19,30 @@ const PARALLEL_ELEMENTS: usize = 1 << 15;
 #[derive(Clone, Copy, Debug)]
 pub struct Cpu {
     threads: usize,
+    precision: Precision,
 }
 
 impl Cpu {
-    /// Creates a CPU backend that uses up to `threads` threads (at least one).
+    /// Creates a CPU backend that uses up to `threads` threads (at least one) and computes
+    /// f32 products in f32.
     pub fn new(threads: usize) -> Self {
         Cpu {
             threads: threads.max(1),
+            precision: Precision::F32,
         }
+    }
+
+    /// Sets the precision of the operands of f32 products. [`Precision::Bf16`] takes effect
+    /// where [`Precision::Bf16.is_supported()`](Precision::is_supported), and products
+    /// stay f32 elsewhere.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// Returns the precision set by [`Cpu::with_precision`].
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Returns the thread count.
@@ -29,12 +50,89 @@ impl Cpu {
         self.threads
     }
 
-    fn parallelism(&self, flops: usize) -> gemm::Parallelism {
-        if self.threads > 1 && flops >= PARALLEL_GEMM_FLOPS {
-            gemm::Parallelism::Rayon(self.threads)
+    /// Returns the number of threads for a product of `flops` multiply-adds.
+    fn parts(&self, flops: usize) -> usize {
+        if flops >= PARALLEL_GEMM_FLOPS {
+            self.threads
         } else {
-            gemm::Parallelism::None
+            1
         }
+    }
+
+    fn parallelism(&self, flops: usize) -> gemm::Parallelism {
+        match self.parts(flops) {
+            1 => gemm::Parallelism::None,
+            n => gemm::Parallelism::Rayon(n),
+        }
+    }
+}
+
+/// Returns `x` as an f32 slice when `T` is `f32`.
+fn as_f32<T: Scalar>(x: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32, so the slice has exactly the layout of an f32 slice.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) })
+}
+
+/// Returns `x` as a mutable f32 slice when `T` is `f32`.
+fn as_f32_mut<T: Scalar>(x: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`, and the borrow of `x` moves into the result.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) })
+}
+
+/// Runs an f32 product on the AVX-512 kernels, from bf16 operands where `precision` asks
+/// for them and the CPU has AVX-512 BF16; returns `false` where no kernel applies.
+#[allow(clippy::too_many_arguments)]
+fn fast_gemm(
+    precision: Precision,
+    parts: usize,
+    ta: Transpose,
+    tb: Transpose,
+    shape: (usize, usize, usize),
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (precision == Precision::Bf16
+            && super::matmul_bf16::gemm(parts, ta, tb, shape, alpha, a, b, beta, c))
+            || super::matmul::gemm(parts, ta, tb, shape, alpha, a, b, beta, c)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (precision, parts, ta, tb, shape, alpha, a, b, beta, c);
+        false
+    }
+}
+
+/// Runs the f32 dense forward product on the AVX-512 kernels, from bf16 operands as
+/// [`fast_gemm`] does; returns `false` where no kernel applies.
+#[allow(clippy::too_many_arguments)]
+fn fast_dense_forward(
+    precision: Precision,
+    parts: usize,
+    shape: (usize, usize, usize),
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    z: &mut [f32],
+    mut relu: Option<&mut [f32]>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let y = relu.as_deref_mut();
+        (precision == Precision::Bf16
+            && super::matmul_bf16::dense_forward(parts, shape, x, w, bias, z, y))
+            || super::matmul::dense_forward(parts, shape, x, w, bias, z, relu)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (precision, parts, shape, x, w, bias, z, &mut relu);
+        false
     }
 }
 
@@ -91,6 +189,26 @@ impl<T: Scalar> Kernels<T> for Cpu {
             c.iter_mut().for_each(|x| *x *= beta);
             return;
         }
+
+        if let (Some(a32), Some(b32), Some(c32)) = (as_f32(a), as_f32(b), as_f32_mut(c)) {
+            let (alpha32, beta32) = (alpha.as_f64() as f32, beta.as_f64() as f32);
+            let parts = self.parts(m * n * k);
+            if fast_gemm(
+                self.precision,
+                parts,
+                ta,
+                tb,
+                (m, n, k),
+                alpha32,
+                a32,
+                b32,
+                beta32,
+                c32,
+            ) {
+                return;
+            }
+        }
+
         let a_cols = if ta == Transpose::No { k } else { m };
         let b_cols = if tb == Transpose::No { n } else { k };
         let (a_rs, a_cs) = strides(ta, a_cols);
@@ -122,6 +240,65 @@ impl<T: Scalar> Kernels<T> for Cpu {
                 false,
                 self.parallelism(m * n * k),
             );
+        }
+    }
+
+    fn dense_forward(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        x: &[T],
+        w: &[T],
+        bias: &[T],
+        z: &mut [T],
+        mut relu: Option<&mut [T]>,
+    ) {
+        assert_eq!(
+            x.len(),
+            m * k,
+            "dense_forward: X has {} elements, expected {m}x{k}",
+            x.len()
+        );
+        assert_eq!(
+            w.len(),
+            n * k,
+            "dense_forward: W has {} elements, expected {n}x{k}",
+            w.len()
+        );
+        assert_eq!(
+            bias.len(),
+            n,
+            "dense_forward: bias has {} elements, expected {n}",
+            bias.len()
+        );
+        assert_eq!(
+            z.len(),
+            m * n,
+            "dense_forward: Z has {} elements, expected {m}x{n}",
+            z.len()
+        );
+        if let Some(y) = relu.as_deref() {
+            assert_eq!(
+                y.len(),
+                m * n,
+                "dense_forward: Y has {} elements, expected {m}x{n}",
+                y.len()
+            );
+        }
+        let parts = self.parts(m * n * k);
+        let relu32 = relu.as_deref_mut().map(as_f32_mut);
+        let fast = match (as_f32(x), as_f32(w), as_f32(bias), as_f32_mut(z), relu32) {
+            (Some(x), Some(w), Some(b), Some(z), None) => {
+                fast_dense_forward(self.precision, parts, (m, n, k), x, w, b, z, None)
+            }
+            (Some(x), Some(w), Some(b), Some(z), Some(Some(y))) => {
+                fast_dense_forward(self.precision, parts, (m, n, k), x, w, b, z, Some(y))
+            }
+            _ => false,
+        };
+        if !fast {
+            super::dense_forward_in_passes(self, (m, n, k), x, w, bias, z, relu);
         }
     }
 

@@ -3,10 +3,19 @@
 //! Buffers are plain slices in row-major order: a batch of `n` samples with `d` features is a
 //! slice of length `n * d` where sample `i` occupies `i * d .. (i + 1) * d`.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_bf16;
 mod cpu;
+#[cfg(target_arch = "x86_64")]
+mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod matmul_bf16;
 
 pub use cpu::Cpu;
 
+use serde::{Deserialize, Serialize};
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
@@ -66,6 +75,56 @@ impl Scalar for f64 {
     }
 }
 
+/// The element type that f32 matrix products round their operands to. Sums, outputs and
+/// everything outside the products stay f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// f32 operands.
+    #[default]
+    F32,
+    /// bf16 operands (8-bit significand) with f32 sums, on CPUs with AVX-512 BF16.
+    Bf16,
+}
+
+impl Precision {
+    /// Returns whether this CPU computes products in this precision; f32 always.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Precision::F32 => true,
+            #[cfg(target_arch = "x86_64")]
+            Precision::Bf16 => matmul_bf16::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Precision::Bf16 => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(crate::Error::setting(
+                "precision",
+                s,
+                "expected f32 or bf16",
+            )),
+        }
+    }
+}
+
+impl Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 /// Whether a matrix operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transpose {
@@ -97,6 +156,24 @@ pub trait Kernels<T: Scalar>: Send + Sync {
         c: &mut [T],
     );
 
+    /// Computes a dense layer's output `Z = X Wᵀ + b` for `X` of shape `m × k`, `W` of shape
+    /// `n × k` and `b` of length `n` (added to every row), and when `relu` is given also
+    /// `Y = max(Z, 0)` into it. The default runs [`Kernels::gemm`] and then one pass.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_forward(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        x: &[T],
+        w: &[T],
+        bias: &[T],
+        z: &mut [T],
+        relu: Option<&mut [T]>,
+    ) {
+        dense_forward_in_passes(self, (m, n, k), x, w, bias, z, relu);
+    }
+
     /// Adds `bias` (length `n`) to every row of the `m × n` matrix `c`.
     fn add_row_vector(&self, c: &mut [T], bias: &[T]);
 
@@ -108,6 +185,32 @@ pub trait Kernels<T: Scalar>: Send + Sync {
 
     /// Returns the dot product of `x` and `y`.
     fn dot(&self, x: &[T], y: &[T]) -> T;
+}
+
+/// Computes [`Kernels::dense_forward`] as a product followed by one pass over the output.
+#[allow(clippy::too_many_arguments)]
+fn dense_forward_in_passes<T: Scalar, K: Kernels<T> + ?Sized>(
+    kernels: &K,
+    (m, n, k): (usize, usize, usize),
+    x: &[T],
+    w: &[T],
+    bias: &[T],
+    z: &mut [T],
+    relu: Option<&mut [T]>,
+) {
+    let (one, zero) = (T::one(), T::zero());
+    kernels.gemm(Transpose::No, Transpose::Yes, m, n, k, one, x, w, zero, z);
+    match relu {
+        Some(y) => {
+            for (z, y) in z.chunks_mut(n).zip(y.chunks_mut(n)) {
+                for ((z, y), &b) in z.iter_mut().zip(y).zip(bias) {
+                    *z += b;
+                    *y = z.max(zero);
+                }
+            }
+        }
+        None => kernels.add_row_vector(z, bias),
+    }
 }
 
 /// Returns the Euclidean norm of `x`, accumulated in `f64`.

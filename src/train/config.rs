@@ -4,6 +4,7 @@ use crate::data::{ScaleKind, TaskKind};
 use crate::methods::schedule::{LrSchedule, Schedule};
 use crate::methods::MethodSpec;
 use crate::nn::{Activation, Init, LayerSpec, Loss};
+use crate::tensor::Precision;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,9 @@ pub struct TrainingConfig {
     pub max_evaluations: Option<u64>,
     /// Learning-rate schedule. The default is cosine annealing to 0 over the run's epochs.
     pub schedule: LrSchedule,
+    /// Operand precision of the matrix products; bf16 falls back to f32 on CPUs without
+    /// AVX-512 BF16.
+    pub precision: Precision,
 }
 
 impl Default for TrainingConfig {
@@ -137,6 +141,7 @@ impl Default for TrainingConfig {
                 },
                 warmup_steps: 0,
             },
+            precision: Precision::F32,
         }
     }
 }

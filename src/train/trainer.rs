@@ -160,7 +160,11 @@ impl<'c> Run<'c> {
             0 => rayon::current_num_threads(),
             n => n,
         };
-        let kernels = Arc::new(Cpu::new(threads));
+        let precision = config.training.precision;
+        if !precision.is_supported() {
+            tracing::warn!(%precision, "this CPU lacks AVX-512 BF16, so products run in f32");
+        }
+        let kernels = Arc::new(Cpu::new(threads).with_precision(precision));
         let network = Network::new(&setup.info.input_shape, &setup.info.layers, kernels)?;
         let mut method = config.method.build::<f32>()?;
         let (params, best_params, best_buffers, progress) = match restored {

@@ -1,0 +1,122 @@
+//! A training step of a ReLU MLP allocates nothing on the heap once its buffers exist,
+//! checked with a global allocator that counts every allocation in this test binary.
+
+use gradus::methods::{MethodSpec, StepContext};
+use gradus::nn::{self, Activation, Init, Loss, Mode, Network};
+use gradus::objective::{Counter, NetworkObjective};
+use gradus::tensor::Cpu;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Counts allocations and reallocations, then defers to the system allocator.
+struct CountingAllocator;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc_zeroed(layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Returns whether the f32 products run on the allocation-free AVX-512 kernels. Elsewhere
+/// they go through the `gemm` crate, which allocates packing buffers per call.
+fn allocation_free_kernels() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Takes SGD steps on random batches and returns the allocations of the last `counted`.
+fn allocations_in_steps(batch: usize, threads: usize, counted: usize) -> usize {
+    let (inputs, classes) = (784, 10);
+    let specs = nn::mlp(&[256, 128], Activation::Relu, 0.0, classes);
+    let kernels = Arc::new(Cpu::new(threads));
+    let network = Network::<f32>::new(&[inputs], &specs, kernels).expect("valid network");
+    let mut params = network.init_params(Init::Auto, 7);
+    let mut spec = MethodSpec::default_for("sgd").expect("sgd is registered");
+    spec.set_learning_rate(0.01).expect("valid learning rate");
+    let mut method = spec.build::<f32>().expect("sgd builds");
+    let counter = Arc::new(Counter::default());
+    let x: Vec<f32> = (0..batch * inputs)
+        .map(|i| (i % 255) as f32 / 255.0)
+        .collect();
+    let mut t = vec![0.0f32; batch * classes];
+    for row in 0..batch {
+        t[row * classes + row % classes] = 1.0;
+    }
+
+    let mut workspace = Some(network.workspace(batch));
+    let warmup = 3;
+    let mut before = 0;
+    for step in 0..warmup + counted {
+        if step == warmup {
+            before = ALLOCATIONS.load(Ordering::SeqCst);
+        }
+        let mut objective = NetworkObjective::with_workspace(
+            &network,
+            Loss::SoftmaxCrossEntropy,
+            &x,
+            &t,
+            batch,
+            Mode::Train,
+            step as u64,
+            Arc::clone(&counter),
+            workspace.take(),
+        );
+        let context = StepContext {
+            step: step as u64,
+            ..StepContext::default()
+        };
+        let report = method.step(&mut params, &mut objective, &context);
+        workspace = Some(objective.into_workspace());
+        assert!(report.expect("step succeeds").loss.is_finite());
+    }
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn sgd_steps_allocate_nothing() {
+    if !allocation_free_kernels() {
+        eprintln!("skipped: this CPU lacks AVX-512, so products allocate in the gemm crate");
+        return;
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("thread pool");
+    // Batch 32 runs the forward products on dot tiles, batch 256 on packed broadcast tiles;
+    // both split their larger products across the two threads.
+    for batch in [32, 256] {
+        let allocations = pool.install(|| allocations_in_steps(batch, 2, 4));
+        assert_eq!(
+            allocations, 0,
+            "batch {batch}: 4 steps allocated {allocations} times"
+        );
+    }
+}

@@ -322,7 +322,7 @@ impl<T: Scalar> BasinHopping<T> {
     /// of `x` clipped into the bounds.
     fn take_step(&mut self, x: &[f64], bounds: Option<&[(f64, f64)]>) -> Vec<f64> {
         self.steps += 1;
-        if self.steps % self.settings.interval as u64 == 0 {
+        if self.steps.is_multiple_of(self.settings.interval as u64) {
             let rate = self.accepted as f64 / self.steps as f64;
             if rate > self.settings.target_accept_rate {
                 self.stepsize /= self.settings.stepwise_factor;

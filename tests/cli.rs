@@ -365,7 +365,7 @@ fn idx_header_mismatch_is_reported() {
     let dir = temp();
     let idx = dir.path().join("idx");
     fs::create_dir(&idx).expect("mkdir");
-    // Header says 5 images of 2x2 but only 8 pixel bytes follow.
+    // The header declares 5 images of 2x2 but only 8 pixel bytes follow.
     let mut images = vec![0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0, 2];
     images.extend([0u8; 8]);
     fs::write(idx.join("images-idx3-ubyte"), images).expect("write");

@@ -28,7 +28,7 @@ pub enum Batching {
     FullBatch,
 }
 
-/// What the training loop tells a method about the current step.
+/// Step information that the training loop passes to a method.
 #[derive(Clone, Copy, Debug)]
 pub struct StepContext {
     /// Learning-rate multiplier from the schedule, 1 when no schedule is set.

@@ -4,7 +4,7 @@ use super::layer::{Activations, Layer, ParamTensor, Pass};
 use super::{init, Init, Rng};
 use crate::tensor::{Scalar, Transpose};
 
-/// A dense layer. Its parameter slice holds `W` (row-major, `out × in`) then `b` (`out`).
+/// A dense layer. Its parameter slice contains `W` (row-major, `out × in`) then `b` (`out`).
 pub struct Dense {
     input: [usize; 1],
     output: [usize; 1],

@@ -6,7 +6,7 @@ use super::layer::{Activations, Layer, Mode, Pass};
 use crate::tensor::Scalar;
 use rand::{Rng as _, SeedableRng};
 
-/// A dropout layer. Its scratch holds the mask of the current batch, so that the backward and
+/// A dropout layer. Its scratch contains the mask of the current batch, so that the backward and
 /// tangent passes see the mask that the forward pass drew.
 pub struct Dropout {
     rate: f64,

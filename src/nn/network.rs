@@ -1,5 +1,5 @@
 //! A network: a sequence of layers over one flat parameter buffer, and the workspace that
-//! holds one batch's activations, gradients and tangents.
+//! contains one batch's activations, gradients and tangents.
 
 use super::layer::{Activations, Layer, Mode, Pass};
 use super::{build_layer, Activation, Dense, Init, LayerSpec, Rng};

@@ -1,4 +1,4 @@
-//! The objective that every method sees: a function of the flat parameter vector θ that gives
+//! The objective that every method uses: a function of the flat parameter vector θ that gives
 //! its value, its gradient, and its Gauss-Newton and Hessian products with a vector.
 //!
 //! # Cost units

@@ -137,7 +137,7 @@ pub enum Transpose {
 /// The kernels that layers call. A backend for another device implements this trait for the
 /// element types it supports; layers and methods do not change.
 ///
-/// Matrices are row-major slices. `op(X)` is `X` or `Xᵀ` as the [`Transpose`] flag says.
+/// Matrices are row-major slices. `op(X)` is `X` or `Xᵀ` as the [`Transpose`] flag selects.
 pub trait Kernels<T: Scalar>: Send + Sync {
     /// Computes `C = alpha * op(A) * op(B) + beta * C`, with `op(A)` of shape `m × k`,
     /// `op(B)` of shape `k × n` and `C` of shape `m × n`. When `beta` is zero, `C` is not read.

@@ -31,7 +31,7 @@ pub struct Progress {
     pub samples: u64,
     /// Seconds spent in steps.
     pub train_seconds: f64,
-    /// Whether the method said it had finished.
+    /// Whether the method reported that it had finished.
     pub finished: bool,
     /// Scalars of the method state.
     pub method_scalars: Vec<(String, f64)>,

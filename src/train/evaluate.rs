@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Samples per forward pass during evaluation.
 pub const EVAL_BATCH: usize = 1024;
 
-/// Inputs and targets as the network sees them: scaled features, one-hot or standardised
+/// Inputs and targets as the network receives them: scaled features, one-hot or standardised
 /// targets, all `f32` row-major.
 #[derive(Default)]
 pub struct Prepared {

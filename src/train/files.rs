@@ -68,7 +68,7 @@ pub fn default_run_dir() -> PathBuf {
     dir
 }
 
-/// Creates the run folder. An existing folder that already holds a finished or started run
+/// Creates the run folder. An existing folder that already contains a finished or started run
 /// (a `config.toml`) is rejected, so that no earlier result is overwritten.
 pub fn create_run_dir(dir: &Path) -> Result<()> {
     if dir.join("config.toml").exists() {

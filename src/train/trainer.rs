@@ -115,7 +115,7 @@ pub struct RunOptions {
     pub resume: bool,
 }
 
-/// Runs training as the config says and writes the run folder.
+/// Runs training as configured and writes the run folder.
 pub fn train(
     config: &RunConfig,
     options: &RunOptions,
@@ -228,16 +228,16 @@ impl<'c> Run<'c> {
         }
     }
 
-    fn evaluate(&mut self, params: &[f32], which: Which) -> Metrics {
+    fn evaluate(&mut self, params: &[f32], part: Part) -> Metrics {
         let spec = EvalSpec {
             task: self.setup.info.task,
             loss: self.setup.info.loss,
             target_std: &self.setup.info.target_std,
         };
-        let data = match which {
-            Which::Train => &self.setup.train,
-            Which::Validation => &self.setup.validation,
-            Which::Test => &self.setup.test,
+        let data = match part {
+            Part::Train => &self.setup.train,
+            Part::Validation => &self.setup.validation,
+            Part::Test => &self.setup.test,
         };
         evaluate(&self.network, params, data, &spec, &mut self.eval_ws)
     }
@@ -390,7 +390,7 @@ impl<'c> Run<'c> {
         let params = std::mem::take(&mut self.params);
         let has_validation = self.setup.validation.len > 0;
         let validation = if has_validation {
-            self.evaluate(&params, Which::Validation)
+            self.evaluate(&params, Part::Validation)
         } else {
             Metrics {
                 loss: f64::NAN,
@@ -459,9 +459,9 @@ impl<'c> Run<'c> {
     fn finish(mut self, dir: &Path, started: Instant) -> Result<Summary> {
         let best = std::mem::take(&mut self.best_params);
         self.network.set_buffers(&self.best_buffers)?;
-        let train = self.evaluate(&best, Which::Train);
-        let validation = self.evaluate(&best, Which::Validation);
-        let test = self.evaluate(&best, Which::Test);
+        let train = self.evaluate(&best, Part::Train);
+        let validation = self.evaluate(&best, Part::Validation);
+        let test = self.evaluate(&best, Part::Test);
         model::save(dir, &self.setup.info, &self.network, &best)?;
         let baseline = (self.setup.info.task == TaskKind::Autoencoder)
             .then(|| mean_image_error(&self.setup.train, &self.setup.test));
@@ -500,7 +500,7 @@ impl<'c> Run<'c> {
 }
 
 #[derive(Clone, Copy)]
-enum Which {
+enum Part {
     Train,
     Validation,
     Test,

@@ -4,7 +4,7 @@
 use gradus::methods::{MethodSpec, StepContext};
 use gradus::nn::{self, Activation, Init, Loss, Mode, Network};
 use gradus::objective::{Counter, NetworkObjective};
-use gradus::tensor::Cpu;
+use gradus::tensor::{Cpu, Precision};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,10 +53,15 @@ fn allocation_free_kernels() -> bool {
 }
 
 /// Takes SGD steps on random batches and returns the allocations of the last `counted`.
-fn allocations_in_steps(batch: usize, threads: usize, counted: usize) -> usize {
+fn allocations_in_steps(
+    batch: usize,
+    threads: usize,
+    precision: Precision,
+    counted: usize,
+) -> usize {
     let (inputs, classes) = (784, 10);
     let specs = nn::mlp(&[256, 128], Activation::Relu, 0.0, classes);
-    let kernels = Arc::new(Cpu::new(threads));
+    let kernels = Arc::new(Cpu::new(threads).with_precision(precision));
     let network = Network::<f32>::new(&[inputs], &specs, kernels).expect("valid network");
     let mut params = network.init_params(Init::Auto, 7);
     let mut spec = MethodSpec::default_for("sgd").expect("sgd is registered");
@@ -100,6 +105,7 @@ fn allocations_in_steps(batch: usize, threads: usize, counted: usize) -> usize {
     ALLOCATIONS.load(Ordering::SeqCst) - before
 }
 
+// One test function, because the allocation counter is global and tests run in parallel.
 #[test]
 fn sgd_steps_allocate_nothing() {
     if !allocation_free_kernels() {
@@ -110,19 +116,28 @@ fn sgd_steps_allocate_nothing() {
         .num_threads(2)
         .build()
         .expect("thread pool");
-    // Batch 32 runs the forward products on dot tiles, batch 256 on packed broadcast tiles;
-    // both split their larger products across the two threads.
-    for batch in [32, 256] {
-        // Rayon's scheduler may allocate once in a while when a worker wakes under load, so
-        // the fewest allocations of three measurements is checked; an allocation in the step
-        // itself shows in every measurement.
-        let allocations = (0..3)
-            .map(|_| pool.install(|| allocations_in_steps(batch, 2, 4)))
-            .min()
-            .unwrap_or(usize::MAX);
-        assert_eq!(
-            allocations, 0,
-            "batch {batch}: 4 steps allocated {allocations} times"
-        );
+    // Batch 32 runs the f32 forward products on dot tiles, batch 256 on packed broadcast
+    // tiles; both split their larger products across the two threads. In bf16 the
+    // conversion buffers grow during the warm-up steps and are reused afterwards.
+    let mut precisions = vec![Precision::F32];
+    if Precision::Bf16.is_supported() {
+        precisions.push(Precision::Bf16);
+    } else {
+        eprintln!("bf16 skipped: this CPU lacks AVX-512 BF16");
+    }
+    for precision in precisions {
+        for batch in [32, 256] {
+            // Rayon's scheduler may allocate once in a while when a worker wakes under load,
+            // so the fewest allocations of three measurements is checked; an allocation in
+            // the step itself shows in every measurement.
+            let allocations = (0..3)
+                .map(|_| pool.install(|| allocations_in_steps(batch, 2, precision, 4)))
+                .min()
+                .unwrap_or(usize::MAX);
+            assert_eq!(
+                allocations, 0,
+                "{precision}, batch {batch}: 4 steps allocated {allocations} times"
+            );
+        }
     }
 }

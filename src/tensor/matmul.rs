@@ -74,6 +74,24 @@ pub fn gemm(
     if !available() || (ta, tb) == (Transpose::Yes, Transpose::Yes) || m * n * k > MAX_PRODUCT {
         return false;
     }
+    let (shape, store) = gemm_operands(ta, tb, (m, n, k), alpha, a, b, beta, c);
+    product(parts, shape, a, b, c, store);
+    true
+}
+
+/// Checks the operand lengths of `C = alpha op(A) op(B) + beta C` and returns the product's
+/// shape and store.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_operands(
+    ta: Transpose,
+    tb: Transpose,
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) -> (Shape, Store) {
     assert!(
         a.len() >= m * k,
         "A has {} elements, expected {m}x{k}",
@@ -95,12 +113,11 @@ pub fn gemm(
         bias: std::ptr::null(),
         relu: std::ptr::null_mut(),
     };
-    product(parts, Shape { ta, tb, m, n, k }, a, b, c, store);
-    true
+    (Shape { ta, tb, m, n, k }, store)
 }
 
-/// Computes the dense forward product `Z = X Wᵀ + b` with `X` of shape `m × k`, `W` of shape `n × k`
-/// and `b` of length `n`, and also `Y = max(Z, 0)` when `relu` is given. Bias and ReLU are
+/// Computes the dense forward product `Z = X Wᵀ + b` with `X` of shape `m × k`, `W` of
+/// shape `n × k` and `b` of length `n`, and also `Y = max(Z, 0)` when `relu` is given. Bias and ReLU are
 /// applied to each tile while it is in registers. Returns `false`, leaving the outputs
 /// untouched, for products above [`MAX_PRODUCT`] or when the CPU lacks AVX-512.
 pub fn dense_forward(
@@ -115,6 +132,20 @@ pub fn dense_forward(
     if !available() || m * n * k > MAX_PRODUCT {
         return false;
     }
+    let (shape, store) = dense_operands((m, n, k), x, w, bias, z, relu);
+    product(parts, shape, x, w, z, store);
+    true
+}
+
+/// Checks the operand lengths of a dense forward product and returns its shape and store.
+pub(super) fn dense_operands(
+    (m, n, k): (usize, usize, usize),
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    z: &mut [f32],
+    relu: Option<&mut [f32]>,
+) -> (Shape, Store) {
     assert!(
         x.len() >= m * k,
         "X has {} elements, expected {m}x{k}",
@@ -159,8 +190,7 @@ pub fn dense_forward(
         n,
         k,
     };
-    product(parts, shape, x, w, z, store);
-    true
+    (shape, store)
 }
 
 /// Splits `tiles` into `parts` contiguous ranges and runs `f` on each non-empty one, in
@@ -194,23 +224,10 @@ fn product(parts: usize, shape: Shape, a: &[f32], b: &[f32], c: &mut [f32], stor
     } else {
         (BROADCAST_ROWS, BROADCAST_COLS)
     };
-    let (row_tiles, col_tiles) = (m.div_ceil(tile_rows), n.div_ceil(tile_cols));
-    let by_columns = col_tiles >= row_tiles;
     let out = SharedOut(c.as_mut_ptr());
-    let run = |range: Range<usize>| {
-        let (rows, cols) = if by_columns {
-            (
-                0..m,
-                range.start * tile_cols..(range.end * tile_cols).min(n),
-            )
-        } else {
-            (
-                range.start * tile_rows..(range.end * tile_rows).min(m),
-                0..n,
-            )
-        };
-        // SAFETY: rows and columns lie inside the checked shapes, and each thread's range
-        // of tiles is disjoint from the others'.
+    let run = |rows: Range<usize>, cols: Range<usize>| {
+        // SAFETY: rows and columns lie inside the checked shapes, and each thread's block
+        // is disjoint from the others'.
         unsafe {
             if dot {
                 dot_block(&shape, rows, cols, a, b, out, &store);
@@ -222,8 +239,26 @@ fn product(parts: usize, shape: Shape, a: &[f32], b: &[f32], c: &mut [f32], stor
             }
         }
     };
-    let tiles = if by_columns { col_tiles } else { row_tiles };
-    for_each_range(parts, 0..tiles, &run);
+    for_each_block(parts, (m, n), (tile_rows, tile_cols), &run);
+}
+
+/// Cuts the `m × n` output into `tile_rows × tile_cols` tiles, splits the dimension with
+/// more tiles into `parts` ranges of whole tiles, and runs `f(rows, cols)` on each range in
+/// parallel.
+pub(super) fn for_each_block(
+    parts: usize,
+    (m, n): (usize, usize),
+    (tile_rows, tile_cols): (usize, usize),
+    f: &(dyn Fn(Range<usize>, Range<usize>) + Sync),
+) {
+    let (row_tiles, col_tiles) = (m.div_ceil(tile_rows), n.div_ceil(tile_cols));
+    if col_tiles >= row_tiles {
+        let columns = |t: Range<usize>| f(0..m, t.start * tile_cols..(t.end * tile_cols).min(n));
+        for_each_range(parts, 0..col_tiles, &columns);
+    } else {
+        let rows = |t: Range<usize>| f(t.start * tile_rows..(t.end * tile_rows).min(m), 0..n);
+        for_each_range(parts, 0..row_tiles, &rows);
+    }
 }
 
 /// Computes the dot tiles of rows `rows` and columns `cols` of `C = A Bᵀ`.

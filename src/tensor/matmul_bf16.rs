@@ -11,7 +11,9 @@
 
 use super::avx512::{Store, BROADCAST_COLS, BROADCAST_ROWS, DOT_SIDE};
 use super::avx512_bf16 as kernel;
-use super::matmul::{for_each_range, Shape, SharedOut, DOT_ROW_BLOCK};
+use super::matmul::DOT_ROW_BLOCK;
+use super::matmul::{dense_operands, for_each_block, for_each_range, gemm_operands};
+use super::matmul::{Shape, SharedOut};
 use super::Transpose;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -82,28 +84,8 @@ pub fn gemm(
     if !available() || (ta, tb) == (Transpose::Yes, Transpose::Yes) {
         return false;
     }
-    assert!(
-        a.len() >= m * k,
-        "A has {} elements, expected {m}x{k}",
-        a.len()
-    );
-    assert!(
-        b.len() >= k * n,
-        "B has {} elements, expected {k}x{n}",
-        b.len()
-    );
-    assert!(
-        c.len() >= m * n,
-        "C has {} elements, expected {m}x{n}",
-        c.len()
-    );
-    let store = Store {
-        alpha,
-        beta,
-        bias: std::ptr::null(),
-        relu: std::ptr::null_mut(),
-    };
-    product(parts, Shape { ta, tb, m, n, k }, a, b, c, store)
+    let (shape, store) = gemm_operands(ta, tb, (m, n, k), alpha, a, b, beta, c);
+    product(parts, shape, a, b, c, store)
 }
 
 /// Computes the dense forward product `Z = X Wᵀ + b` from bf16 roundings of `X` and `W`,
@@ -121,50 +103,7 @@ pub fn dense_forward(
     if !available() {
         return false;
     }
-    assert!(
-        x.len() >= m * k,
-        "X has {} elements, expected {m}x{k}",
-        x.len()
-    );
-    assert!(
-        w.len() >= n * k,
-        "W has {} elements, expected {n}x{k}",
-        w.len()
-    );
-    assert!(
-        z.len() >= m * n,
-        "Z has {} elements, expected {m}x{n}",
-        z.len()
-    );
-    assert!(
-        bias.len() >= n,
-        "bias has {} elements, expected {n}",
-        bias.len()
-    );
-    let relu = match relu {
-        Some(y) => {
-            assert!(
-                y.len() >= m * n,
-                "Y has {} elements, expected {m}x{n}",
-                y.len()
-            );
-            y.as_mut_ptr()
-        }
-        None => std::ptr::null_mut(),
-    };
-    let store = Store {
-        alpha: 1.0,
-        beta: 0.0,
-        bias: bias.as_ptr(),
-        relu,
-    };
-    let shape = Shape {
-        ta: Transpose::No,
-        tb: Transpose::Yes,
-        m,
-        n,
-        k,
-    };
+    let (shape, store) = dense_operands((m, n, k), x, w, bias, z, relu);
     product(parts, shape, x, w, z, store)
 }
 
@@ -284,21 +223,13 @@ fn pairs_transposed(parts: usize, src: &[f32], n: usize, k: usize, dst: &mut Vec
 fn dot_product(parts: usize, shape: Shape, a: &[u32], b: &[u32], c: &mut [f32], store: Store) {
     let Shape { m, n, k, .. } = shape;
     let pairs = k.div_ceil(2);
-    let (row_tiles, col_tiles) = (m.div_ceil(DOT_SIDE), n.div_ceil(DOT_SIDE));
-    let by_columns = col_tiles >= row_tiles;
     let out = SharedOut(c.as_mut_ptr());
-    let run = |range: Range<usize>| {
-        let (rows, cols) = if by_columns {
-            (0..m, range.start * DOT_SIDE..(range.end * DOT_SIDE).min(n))
-        } else {
-            (range.start * DOT_SIDE..(range.end * DOT_SIDE).min(m), 0..n)
-        };
+    let run = |rows: Range<usize>, cols: Range<usize>| {
         // SAFETY: `a` and `b` hold m and n pair rows, rows and columns lie inside the
-        // checked shapes, and each thread's range of tiles is disjoint from the others'.
+        // checked shapes, and each thread's block is disjoint from the others'.
         unsafe { dot_block(rows, cols, (n, pairs), a, b, out, &store) };
     };
-    let tiles = if by_columns { col_tiles } else { row_tiles };
-    for_each_range(parts, 0..tiles, &run);
+    for_each_block(parts, (m, n), (DOT_SIDE, DOT_SIDE), &run);
 }
 
 /// Computes the bf16 dot tiles of rows `rows` and columns `cols` of `C`.
@@ -353,27 +284,13 @@ fn broadcast_product(
     store: Store,
 ) {
     let Shape { m, n, .. } = shape;
-    let (row_tiles, col_tiles) = (m.div_ceil(BROADCAST_ROWS), n.div_ceil(BROADCAST_COLS));
-    let by_columns = col_tiles >= row_tiles;
     let out = SharedOut(c.as_mut_ptr());
-    let run = |range: Range<usize>| {
-        let (rows, cols) = if by_columns {
-            (
-                0..m,
-                range.start * BROADCAST_COLS..(range.end * BROADCAST_COLS).min(n),
-            )
-        } else {
-            (
-                range.start * BROADCAST_ROWS..(range.end * BROADCAST_ROWS).min(m),
-                0..n,
-            )
-        };
+    let run = |rows: Range<usize>, cols: Range<usize>| {
         // SAFETY: `a` contains the pairs of op(A) in `layout` and `b` those of B, rows and
-        // columns lie inside the checked shapes, and each thread's tiles are its own.
+        // columns lie inside the checked shapes, and each thread's block is its own.
         unsafe { broadcast_block(n, layout, rows, cols, a, b, out, &store) };
     };
-    let tiles = if by_columns { col_tiles } else { row_tiles };
-    for_each_range(parts, 0..tiles, &run);
+    for_each_block(parts, (m, n), (BROADCAST_ROWS, BROADCAST_COLS), &run);
 }
 
 /// Computes the bf16 broadcast tiles of rows `rows` and columns `cols` of the `· × n`

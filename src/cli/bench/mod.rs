@@ -32,8 +32,8 @@ const ADAM_LR: f64 = 0.001;
 /// Seed for the synthetic data, the sample order and the initial weights.
 const SEED: u64 = 1;
 /// OpenMP wait policy for PyTorch unless the caller sets `OMP_WAIT_POLICY`. With the
-/// default (spinning) policy, two PyTorch threads on a machine busy with other work ran 10
-/// times slower than with this one (PyTorch 2.15, 2-core EPYC, load average 8).
+/// default (spinning) policy, two PyTorch threads on a machine busy with other work ran
+/// about 9 times slower than with this one (PyTorch 2.15, 2-core EPYC, load average 8).
 const TORCH_WAIT_POLICY: &str = "PASSIVE";
 /// Side of the square matrix product that measures the peak GEMM rate.
 const PEAK_SIZE: usize = 2048;
@@ -216,7 +216,7 @@ fn measure(
 fn print_header(args: &MlpArgs, samples: usize, origin: &str, peak: &PeakRate, flops: f64) {
     println!(
         "MLP {FEATURES}-{}-{}-{CLASSES}, ReLU, cross-entropy; {samples} samples of {origin}; \
-         {} threads; fastest of {} run(s) each",
+         threads: {}; fastest of {} run(s) each",
         HIDDEN[0], HIDDEN[1], args.threads, args.repeats
     );
     let source = if peak.measured {

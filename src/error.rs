@@ -45,6 +45,24 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// A stop request (SIGTERM or SIGINT on the command line) ended training after a
+    /// checkpoint was written.
+    #[error(
+        "stopped by signal {signal} in epoch {epoch} after {batch} batches; the checkpoint is \
+         current, continue with `gradus train --resume {}`",
+        dir.display()
+    )]
+    Interrupted {
+        /// The signal number that requested the stop.
+        signal: i32,
+        /// Epoch in progress, from 1.
+        epoch: usize,
+        /// Batches of that epoch done.
+        batch: usize,
+        /// The run folder.
+        dir: PathBuf,
+    },
+
     /// A saved model or checkpoint is malformed.
     #[error("invalid model file {path}: {reason}")]
     Model {

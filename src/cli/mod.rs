@@ -107,6 +107,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     use gradus::Error;
     match e.downcast_ref::<Error>() {
         Some(Error::NonFinite(_)) => 1,
+        // The shell's convention for a process ended by a signal.
+        Some(Error::Interrupted { signal, .. }) => (128 + signal).clamp(0, 255) as u8,
         Some(Error::Io { action, .. }) if action.contains("write") || action.contains("create") => {
             1
         }

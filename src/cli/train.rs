@@ -8,6 +8,8 @@ use gradus::nn::{Activation, Init, Loss};
 use gradus::tensor::Precision;
 use gradus::train::{self, RunConfig, RunOptions, Summary};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
 
 /// Options of `gradus train`.
 #[derive(Args)]
@@ -124,6 +126,14 @@ pub struct RunArgs {
     /// (needs AVX-512 BF16; f32 elsewhere).
     #[arg(long)]
     precision: Option<Precision>,
+    /// Also write a checkpoint every N steps (for example 500) or every duration (90s, 10m,
+    /// 1h); one is always written after each epoch.
+    #[arg(long, value_name = "STEPS|DURATION")]
+    checkpoint_every: Option<String>,
+    /// Reject settings whose results depend on timing (--time-limit), so that a resumed run
+    /// ends with the same parameters as an uninterrupted one with the same thread count.
+    #[arg(long)]
+    deterministic: bool,
     /// TOML config file; the options above override its keys.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -150,7 +160,8 @@ fn read_config(path: &Path) -> Result<RunConfig> {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let (config, options) = build_config(args)?;
+    let (config, mut options) = build_config(args)?;
+    options.stop = Some(stop_on_signals()?);
     // The loop runs on a worker of the pool, so that its products split across the pool's
     // threads without a hand-over to another thread at every call.
     let pool = super::worker_pool(config.training.threads)?;
@@ -162,6 +173,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Makes SIGTERM and SIGINT store their number in the returned flag, which the training
+/// loop checks after every step to write a checkpoint and stop. A second signal of the same
+/// kind ends the process at once with status 128 + the signal number.
+fn stop_on_signals() -> Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let signal = Arc::new(AtomicUsize::new(0));
+    for number in [SIGTERM, SIGINT] {
+        let requested = Arc::new(AtomicBool::new(false));
+        let context = || format!("failed to install the handler for signal {number}");
+        // The shutdown check runs before the flag is set, so only a repeat signal exits.
+        flag::register_conditional_shutdown(number, 128 + number, Arc::clone(&requested))
+            .with_context(context)?;
+        flag::register(number, requested).with_context(context)?;
+        flag::register_usize(number, Arc::clone(&signal), number as usize).with_context(context)?;
+    }
+    Ok(signal)
+}
+
 fn build_config(args: TrainArgs) -> Result<(RunConfig, RunOptions)> {
     match args.resume {
         Some(dir) => {
@@ -171,13 +201,19 @@ fn build_config(args: TrainArgs) -> Result<(RunConfig, RunOptions)> {
             let options = RunOptions {
                 out: dir,
                 resume: true,
+                stop: None,
             };
             Ok((config, options))
         }
         None => {
             let config = args.run.into_config()?;
             let out = args.out.unwrap_or_else(train::files::default_run_dir);
-            Ok((config, RunOptions { out, resume: false }))
+            let options = RunOptions {
+                out,
+                resume: false,
+                stop: None,
+            };
+            Ok((config, options))
         }
     }
 }
@@ -238,6 +274,13 @@ fn apply_overrides(config: &mut RunConfig, args: RunArgs) -> Result<()> {
         t.schedule.schedule = s.parse()?;
     }
     set(&mut t.schedule.warmup_steps, args.warmup_steps);
+    if let Some(text) = &args.checkpoint_every {
+        match parse_checkpoint_interval(text)? {
+            CheckpointInterval::Steps(n) => t.checkpoint_steps = Some(n),
+            CheckpointInterval::Seconds(s) => t.checkpoint_seconds = Some(s),
+        }
+    }
+    t.deterministic |= args.deterministic;
     if let Some(name) = args.method {
         config.method = gradus::methods::MethodSpec::default_for(&name)?;
     }
@@ -257,6 +300,34 @@ fn apply_overrides(config: &mut RunConfig, args: RunArgs) -> Result<()> {
         config.method.set(key.trim(), value.trim())?;
     }
     Ok(())
+}
+
+enum CheckpointInterval {
+    Steps(u64),
+    Seconds(f64),
+}
+
+/// Parses `500` as steps and `90s`, `10m` or `1h` as a duration.
+fn parse_checkpoint_interval(text: &str) -> Result<CheckpointInterval> {
+    let invalid = || {
+        gradus::Error::setting(
+            "checkpoint-every",
+            text,
+            "expected a step count such as 500 or a duration such as 90s, 10m or 1h",
+        )
+    };
+    let text = text.trim();
+    let unit = match text.chars().last() {
+        Some('s') => 1.0,
+        Some('m') => 60.0,
+        Some('h') => 3600.0,
+        _ => {
+            let steps = text.parse::<u64>().map_err(|_| invalid())?;
+            return Ok(CheckpointInterval::Steps(steps));
+        }
+    };
+    let number: f64 = text[..text.len() - 1].parse().map_err(|_| invalid())?;
+    Ok(CheckpointInterval::Seconds(number * unit))
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {

@@ -152,6 +152,7 @@ fn run_trials(configs: &[RunConfig], out: &Path, jobs: usize) -> Vec<TrialResult
                 let options = RunOptions {
                     out: out.join(trial_name(i)),
                     resume: false,
+                    stop: None,
                 };
                 let started = Instant::now();
                 let result = train::train(config, &options, &mut Silent);

@@ -247,6 +247,7 @@ pub fn run(config: &CompareConfig, progress: &mut dyn CompareProgress) -> Result
             let options = RunOptions {
                 out: dir.clone(),
                 resume: false,
+                stop: None,
             };
             // Seed 0 starts every method from the same initial parameters, so its paths are
             // the ones drawn together.

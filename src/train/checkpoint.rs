@@ -1,5 +1,6 @@
 //! Checkpoints: the state needed to continue a run after it stops, written atomically after
-//! every epoch as `checkpoint.safetensors` (vectors) and `checkpoint.json` (counters).
+//! every epoch (and every few steps or seconds when configured) as `checkpoint.safetensors`
+//! (vectors) and `checkpoint.json` (counters).
 
 use super::files::{read_to_string, write_atomic, write_json};
 use crate::methods::MethodState;
@@ -35,6 +36,12 @@ pub struct Progress {
     pub finished: bool,
     /// Scalars of the method state.
     pub method_scalars: Vec<(String, f64)>,
+    /// Batches of the current epoch already stepped on; 0 at an epoch boundary.
+    #[serde(default)]
+    pub batches_done: usize,
+    /// Sum of the step losses of those batches, for the epoch's mean training loss.
+    #[serde(default)]
+    pub epoch_loss_sum: f64,
 }
 
 /// A checkpoint in memory.

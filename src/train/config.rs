@@ -110,7 +110,9 @@ pub struct TrainingConfig {
     pub seed: u64,
     /// Worker threads; 0 uses all cores.
     pub threads: usize,
-    /// Stop after this many epochs without a better validation loss; unset never stops early.
+    /// Stop after this many epochs without a better validation loss; `None` never stops
+    /// early. TOML writes `None` as 0, because a missing key means the default of 10.
+    #[serde(with = "zero_is_none")]
     pub patience: Option<usize>,
     /// Stop after this many seconds of training, checked after every step.
     pub time_limit_seconds: Option<f64>,
@@ -121,6 +123,13 @@ pub struct TrainingConfig {
     /// Operand precision of the matrix products; bf16 falls back to f32 on CPUs without
     /// AVX-512 BF16.
     pub precision: Precision,
+    /// Also write a checkpoint every this many steps; one is always written after an epoch.
+    pub checkpoint_steps: Option<u64>,
+    /// Also write a checkpoint when this many seconds have passed since the last one.
+    pub checkpoint_seconds: Option<f64>,
+    /// Rejects settings whose results depend on timing, so that a resumed run ends with the
+    /// same parameters as an uninterrupted one on the same machine and thread count.
+    pub deterministic: bool,
 }
 
 impl Default for TrainingConfig {
@@ -142,7 +151,30 @@ impl Default for TrainingConfig {
                 warmup_steps: 0,
             },
             precision: Precision::F32,
+            checkpoint_steps: None,
+            checkpoint_seconds: None,
+            deterministic: false,
         }
+    }
+}
+
+/// Writes `None` as 0 and reads 0 as `None`, for options whose default is `Some`: TOML has
+/// no null, and an omitted key would read back as the default.
+mod zero_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<usize>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.unwrap_or(0) as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<usize>, D::Error> {
+        let value = usize::deserialize(deserializer)?;
+        Ok((value > 0).then_some(value))
     }
 }
 
@@ -193,6 +225,7 @@ impl RunConfig {
         if t.epochs == 0 {
             return Err(Error::setting("epochs", 0, "must be at least 1"));
         }
+        self.validate_checkpoints()?;
         let (v, f) = (self.data.validation_fraction, self.data.test_fraction);
         if !(0.0..1.0).contains(&v) {
             return Err(Error::setting(
@@ -245,5 +278,76 @@ impl RunConfig {
         }
         self.training.schedule.validate()?;
         self.method.validate()
+    }
+
+    fn validate_checkpoints(&self) -> Result<()> {
+        let t = &self.training;
+        if t.checkpoint_steps == Some(0) {
+            return Err(Error::setting(
+                "checkpoint-every",
+                0,
+                "must be at least 1 step, or a duration such as 90s or 10m",
+            ));
+        }
+        if let Some(seconds) = t.checkpoint_seconds {
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err(Error::setting(
+                    "checkpoint-every",
+                    format!("{seconds}s"),
+                    "must be a positive duration such as 90s or 10m",
+                ));
+            }
+        }
+        if let (true, Some(limit)) = (t.deterministic, t.time_limit_seconds) {
+            return Err(Error::setting(
+                "time-limit",
+                limit,
+                "a time limit makes the result depend on the machine's speed; drop \
+                 --time-limit or --deterministic (--max-evaluations is deterministic)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let mut config = RunConfig::default();
+        config.training.patience = None;
+        config.training.checkpoint_steps = Some(25);
+        config.training.deterministic = true;
+        let text = config.to_toml().expect("encodes");
+        let back = RunConfig::from_toml(&text).expect("decodes");
+        assert_eq!(
+            back.training.patience, None,
+            "no early stopping survives TOML"
+        );
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn missing_patience_means_ten() {
+        let config = RunConfig::from_toml("[training]\nepochs = 3\n").expect("decodes");
+        assert_eq!(config.training.patience, Some(10));
+    }
+
+    #[test]
+    fn deterministic_rejects_time_limit() {
+        let mut config = RunConfig::default();
+        config.training.deterministic = true;
+        config.training.time_limit_seconds = Some(5.0);
+        let message = config.validate().expect_err("rejected").to_string();
+        assert!(message.contains("time-limit"), "{message}");
+    }
+
+    #[test]
+    fn zero_checkpoint_steps_rejected() {
+        let mut config = RunConfig::default();
+        config.training.checkpoint_steps = Some(0);
+        assert!(config.validate().is_err());
     }
 }

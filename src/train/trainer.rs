@@ -15,6 +15,7 @@ use crate::tensor::{flush_denormals, Cpu};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -113,6 +114,10 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Continue the run in `out` from its checkpoint.
     pub resume: bool,
+    /// A stop request: when the value becomes nonzero, the loop writes a checkpoint after the
+    /// current step and returns [`Error::Interrupted`] carrying the value as the signal
+    /// number. The command line stores SIGTERM's or SIGINT's number here.
+    pub stop: Option<Arc<AtomicUsize>>,
 }
 
 /// Runs training as configured and writes the run folder.
@@ -133,6 +138,10 @@ pub fn train(
         None
     };
     let mut run = Run::new(config, setup, restored)?;
+    run.stop = options.stop.clone();
+    if options.resume {
+        drop_unsaved_records(dir, run.progress.epochs_done)?;
+    }
     observer.on_start(config.training.epochs, run.steps_per_epoch(), &run.setup);
     observer.on_params(run.progress.epochs_done, &run.params);
     run.train_epochs(dir, observer, started)?;
@@ -152,6 +161,7 @@ struct Run<'c> {
     counter: Arc<Counter>,
     eval_ws: Workspace<f32>,
     schedule: LrSchedule,
+    stop: Option<Arc<AtomicUsize>>,
 }
 
 impl<'c> Run<'c> {
@@ -211,6 +221,7 @@ impl<'c> Run<'c> {
             progress,
             counter,
             eval_ws,
+            stop: None,
         })
     }
 
@@ -272,41 +283,47 @@ impl<'c> Run<'c> {
         let mut tb = vec![0.0f32; capacity * dout];
         let mut workspace = Some(self.network.workspace(capacity));
         let mut batches = Batches::new(train.len, batch_size, t.drop_last, None)?;
+        let mut last_checkpoint = Instant::now();
 
         while self.progress.epochs_done < epochs && !self.progress.finished {
             let epoch = self.progress.epochs_done;
             batches.reshuffle(epoch_seed(seed, epoch));
-            let step_started = Instant::now();
-            let (mut loss_sum, mut steps) = (0.0, 0usize);
-            let mut lr_factor = 1.0;
-            if full {
+            let mut lr_factor = self.context(epoch).lr_factor;
+            let epoch_batches = if full { 1 } else { batches.len() };
+            // A resumed run skips the batches that its checkpoint had already stepped on.
+            for b in self.progress.batches_done..epoch_batches {
+                let step_started = Instant::now();
                 let ctx = self.context(epoch);
                 lr_factor = ctx.lr_factor;
-                let loss = self.step(&train.x, &train.t, train.len, &ctx, &mut workspace)?;
-                observer.on_step(epoch, loss);
-                (loss_sum, steps) = (loss, 1);
-                self.progress.samples += train.len as u64;
-            } else {
-                for indices in batches.iter() {
+                let (n, loss) = if full {
+                    let loss = self.step(&train.x, &train.t, train.len, &ctx, &mut workspace)?;
+                    (train.len, loss)
+                } else {
+                    let indices = batches.iter().nth(b).unwrap_or_default();
                     let n = indices.len();
                     gather(train, indices, din, dout, &mut xb, &mut tb);
-                    let ctx = self.context(epoch);
-                    lr_factor = ctx.lr_factor;
                     let loss =
                         self.step(&xb[..n * din], &tb[..n * dout], n, &ctx, &mut workspace)?;
-                    observer.on_step(epoch, loss);
-                    loss_sum += loss;
-                    steps += 1;
-                    self.progress.samples += n as u64;
-                    if self.budget_spent(step_started.elapsed().as_secs_f64()) {
-                        break;
-                    }
+                    (n, loss)
+                };
+                observer.on_step(epoch, loss);
+                let p = &mut self.progress;
+                p.epoch_loss_sum += loss;
+                p.batches_done += 1;
+                p.samples += n as u64;
+                p.train_seconds += step_started.elapsed().as_secs_f64();
+                if self.budget_spent() {
+                    break;
                 }
+                self.checkpoint_between_steps(dir, &mut last_checkpoint)?;
             }
-            self.progress.train_seconds += step_started.elapsed().as_secs_f64();
-            let train_loss = loss_sum / steps.max(1) as f64;
-            let budget_spent = self.budget_spent(0.0);
+            let steps = self.progress.batches_done.max(1);
+            let train_loss = self.progress.epoch_loss_sum / steps as f64;
+            self.progress.epoch_loss_sum = 0.0;
+            self.progress.batches_done = 0;
+            let budget_spent = self.budget_spent();
             self.end_epoch(dir, observer, started, train_loss, lr_factor)?;
+            last_checkpoint = Instant::now();
             if budget_spent {
                 tracing::info!(epoch = self.progress.epochs_done, "stopping at the budget");
                 self.progress.finished = true;
@@ -315,12 +332,57 @@ impl<'c> Run<'c> {
         Ok(())
     }
 
-    /// Whether the time or evaluation budget is used up, with `running` seconds of the current
-    /// epoch not yet in the progress counters. Time counts training steps only, not data
-    /// loading or evaluation, so that methods compare on equal training time.
-    fn budget_spent(&self, running: f64) -> bool {
+    /// Writes a checkpoint after a step when the step or time interval has come, and when a
+    /// stop was requested, in which case it then returns [`Error::Interrupted`].
+    fn checkpoint_between_steps(&mut self, dir: &Path, last: &mut Instant) -> Result<()> {
         let t = &self.config.training;
-        let spent = self.progress.train_seconds + running;
+        let signal = self.stop_signal();
+        let by_steps = t
+            .checkpoint_steps
+            .is_some_and(|n| self.progress.steps.is_multiple_of(n));
+        let by_time = t
+            .checkpoint_seconds
+            .is_some_and(|s| last.elapsed().as_secs_f64() >= s);
+        if signal.is_none() && !by_steps && !by_time {
+            return Ok(());
+        }
+        self.fold_counters();
+        self.save_checkpoint(dir)?;
+        *last = Instant::now();
+        match signal {
+            None => Ok(()),
+            Some(signal) => Err(Error::Interrupted {
+                signal,
+                epoch: self.progress.epochs_done + 1,
+                batch: self.progress.batches_done,
+                dir: dir.to_path_buf(),
+            }),
+        }
+    }
+
+    /// Returns the signal number stored in the stop flag, if a stop was requested.
+    fn stop_signal(&self) -> Option<i32> {
+        let stop = self.stop.as_ref()?;
+        match stop.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n as i32),
+        }
+    }
+
+    /// Moves the evaluation counts of the objective counter into the progress record, which
+    /// checkpoints store.
+    fn fold_counters(&mut self) {
+        self.progress.evaluations = self.counter.units();
+        self.progress.gradient_evaluations += self.counter.gradients();
+        self.counter = Arc::new(Counter::default());
+        self.counter.add(self.progress.evaluations);
+    }
+
+    /// Whether the time or evaluation budget is used up. Time counts training steps only, not
+    /// data loading or evaluation, so that methods compare on equal training time.
+    fn budget_spent(&self) -> bool {
+        let t = &self.config.training;
+        let spent = self.progress.train_seconds;
         let time = t.time_limit_seconds.is_some_and(|l| spent >= l);
         let evaluations = t.max_evaluations.is_some_and(|m| self.counter.units() >= m);
         time || evaluations
@@ -419,10 +481,7 @@ impl<'c> Run<'c> {
                 self.progress.finished = true;
             }
         }
-        self.progress.evaluations = self.counter.units();
-        self.progress.gradient_evaluations += self.counter.gradients();
-        self.counter = Arc::new(Counter::default());
-        self.counter.add(self.progress.evaluations);
+        self.fold_counters();
         let record = EpochRecord {
             epoch,
             train_loss,
@@ -504,6 +563,38 @@ enum Part {
     Train,
     Validation,
     Test,
+}
+
+/// Removes the lines of `metrics.jsonl` for epochs after `epochs_done`: a run killed between
+/// appending an epoch's line and writing its checkpoint repeats that epoch when resumed.
+fn drop_unsaved_records(dir: &Path, epochs_done: usize) -> Result<()> {
+    let path = dir.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let mut kept = String::with_capacity(text.len());
+    let mut dropped = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        // Only the epoch field is read, because serde_json writes a NaN loss as null.
+        let epoch = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|record| record.get("epoch")?.as_u64());
+        match epoch {
+            Some(e) if e as usize <= epochs_done => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            _ => dropped += 1,
+        }
+    }
+    if dropped > 0 {
+        tracing::info!(
+            dropped,
+            "removed metrics lines written after the last checkpoint"
+        );
+        write_atomic(&path, kept.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Mixes the run seed with an epoch or step number (SplitMix64 finaliser).

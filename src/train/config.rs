@@ -121,6 +121,9 @@ pub struct TrainingConfig {
     /// Operand precision of the matrix products; bf16 falls back to f32 on CPUs without
     /// AVX-512 BF16.
     pub precision: Precision,
+    /// In a data-parallel run, seconds a rank waits in one collective operation before it
+    /// aborts the job because another rank has exited or stalled.
+    pub rank_timeout_seconds: f64,
 }
 
 impl Default for TrainingConfig {
@@ -142,6 +145,7 @@ impl Default for TrainingConfig {
                 warmup_steps: 0,
             },
             precision: Precision::F32,
+            rank_timeout_seconds: crate::dist::DEFAULT_RANK_TIMEOUT_SECONDS,
         }
     }
 }
@@ -189,6 +193,14 @@ impl RunConfig {
                     "must be a positive number of seconds",
                 ));
             }
+        }
+        let timeout = t.rank_timeout_seconds;
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(Error::setting(
+                "rank-timeout",
+                timeout,
+                "must be a positive number of seconds",
+            ));
         }
         if t.epochs == 0 {
             return Err(Error::setting("epochs", 0, "must be at least 1"));

@@ -40,7 +40,8 @@ pub fn reject_multi_rank(command: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether this process is a rank other than 0 of an MPI launch, whose logs stay quiet.
+/// Returns whether this process is a rank other than 0 of an MPI launch, whose logs stay
+/// quiet.
 pub fn is_secondary_rank() -> bool {
     matches!(gradus::dist::detect_launch(), Launch::Mpi { rank: Some(r), .. } if r > 0)
 }

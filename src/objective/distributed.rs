@@ -1,5 +1,5 @@
-//! The objective of a data-parallel run: each rank holds a shard of the batch, and sums
-//! across ranks give the function of the whole batch.
+//! The objective of a data-parallel run: each rank computes on its shard of the batch, and
+//! sums across ranks give the function of the whole batch.
 
 use super::{subset_size, NetworkObjective, Objective};
 use crate::dist::{Collective, Element};
@@ -130,8 +130,8 @@ impl<T: Element> Objective<T> for DistributedObjective<'_, T> {
         self.local.evaluations()
     }
 
-    /// The first `ceil(fraction · batch)` samples of the whole batch, as a single process
-    /// would take them: each rank keeps the part of that prefix that falls in its shard.
+    /// Returns the function over the first `ceil(fraction · batch)` samples of the whole
+    /// batch, as one process takes them. Each rank keeps the part of that prefix in its shard.
     fn subset(&self, fraction: f64) -> Option<Box<dyn Objective<T> + '_>> {
         if self.batch == 0 {
             return None;
@@ -193,7 +193,7 @@ mod tests {
             }
         }
 
-        /// The objective over samples `range` of the batch.
+        /// Returns the objective over samples `range` of the batch.
         fn part(&self, range: std::ops::Range<usize>) -> NetworkObjective<'_, f64> {
             let x = &self.x[range.start * 3..range.end * 3];
             let t = &self.t[range.start * 4..range.end * 4];
@@ -283,14 +283,14 @@ mod tests {
     }
 
     #[test]
-    fn fork_is_refused() {
+    fn fork_returns_none() {
         let p = Problem::new(4);
         let results = run_group(2, |group| {
             let range = shard(4, group.rank(), 2);
             let offset = range.start;
             let objective = DistributedObjective::new(p.part(range), group, offset, 4);
-            let refused = objective.fork().is_none();
-            refused
+            let none = objective.fork().is_none();
+            none
         });
         assert_eq!(results, [true, true]);
     }

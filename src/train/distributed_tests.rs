@@ -6,7 +6,7 @@ use crate::dist::{run_group, Collective};
 use crate::methods::MethodSpec;
 use std::path::Path;
 
-/// A short run on the digits data set with `method`.
+/// Returns the config of a short run on the digits data set with `method`.
 fn digits_config(method: &str, layers: &[usize], epochs: usize) -> RunConfig {
     let mut config = RunConfig {
         method: MethodSpec::default_for(method).expect("method is registered"),
@@ -128,7 +128,8 @@ fn cma_es_on_two_ranks() {
 #[test]
 fn evaluation_budget_stops_ranks_together() {
     let mut config = digits_config("adam", &[16], 5);
-    // Stops inside the second epoch: about 1 100 training samples cost 3 units each.
+    // Stops inside the second epoch: each epoch costs 3 units for each of the about 1,250
+    // training samples.
     config.training.max_evaluations = Some(5_000);
     let (single, distributed) = check_matches_single(&config, 2);
     assert_eq!(single.epochs, 2);

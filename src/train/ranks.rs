@@ -1,5 +1,5 @@
-//! What the training loop exchanges between the ranks of a data-parallel run, beside the
-//! sums inside the objective.
+//! Values that the training loop exchanges between the ranks of a data-parallel run, beside
+//! the sums inside the objective.
 
 use super::evaluate::Metrics;
 use crate::dist::Collective;

@@ -42,6 +42,19 @@ pub trait Collective: Send + Sync {
     /// Replaces `values` on every rank with their element-wise sum over all ranks.
     fn all_reduce_sum_f64(&self, values: &mut [f64]);
 
+    /// Writes the element-wise sum of `send` over all ranks into `sum`, which saves the copy
+    /// that the in-place sum makes under MPI.
+    fn all_reduce_sum_f32_from(&self, send: &[f32], sum: &mut [f32]) {
+        sum.copy_from_slice(send);
+        self.all_reduce_sum_f32(sum);
+    }
+
+    /// Writes the element-wise sum of `send` over all ranks into `sum`.
+    fn all_reduce_sum_f64_from(&self, send: &[f64], sum: &mut [f64]) {
+        sum.copy_from_slice(send);
+        self.all_reduce_sum_f64(sum);
+    }
+
     /// Copies rank 0's `values` into `values` on every other rank.
     fn broadcast_f32(&self, values: &mut [f32]);
 
@@ -93,6 +106,9 @@ pub trait Element: Scalar {
     /// Sums `values` element-wise over all ranks of `group`.
     fn all_reduce_sum(group: &dyn Collective, values: &mut [Self]);
 
+    /// Writes the element-wise sum of `send` over all ranks of `group` into `sum`.
+    fn all_reduce_sum_from(group: &dyn Collective, send: &[Self], sum: &mut [Self]);
+
     /// Copies rank 0's `values` to every rank of `group`.
     fn broadcast(group: &dyn Collective, values: &mut [Self]);
 }
@@ -100,6 +116,10 @@ pub trait Element: Scalar {
 impl Element for f32 {
     fn all_reduce_sum(group: &dyn Collective, values: &mut [f32]) {
         group.all_reduce_sum_f32(values);
+    }
+
+    fn all_reduce_sum_from(group: &dyn Collective, send: &[f32], sum: &mut [f32]) {
+        group.all_reduce_sum_f32_from(send, sum);
     }
 
     fn broadcast(group: &dyn Collective, values: &mut [f32]) {
@@ -110,6 +130,10 @@ impl Element for f32 {
 impl Element for f64 {
     fn all_reduce_sum(group: &dyn Collective, values: &mut [f64]) {
         group.all_reduce_sum_f64(values);
+    }
+
+    fn all_reduce_sum_from(group: &dyn Collective, send: &[f64], sum: &mut [f64]) {
+        group.all_reduce_sum_f64_from(send, sum);
     }
 
     fn broadcast(group: &dyn Collective, values: &mut [f64]) {

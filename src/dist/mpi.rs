@@ -122,6 +122,22 @@ impl Collective for Mpi {
         world.all_reduce_into(&send_f64[..], values, SystemOperation::sum());
     }
 
+    fn all_reduce_sum_f32_from(&self, send: &[f32], sum: &mut [f32]) {
+        let calls = self.calls();
+        let _armed = self.watchdog.guard("allreduce");
+        calls
+            .world
+            .all_reduce_into(send, sum, SystemOperation::sum());
+    }
+
+    fn all_reduce_sum_f64_from(&self, send: &[f64], sum: &mut [f64]) {
+        let calls = self.calls();
+        let _armed = self.watchdog.guard("allreduce");
+        calls
+            .world
+            .all_reduce_into(send, sum, SystemOperation::sum());
+    }
+
     fn broadcast_f32(&self, values: &mut [f32]) {
         let calls = self.calls();
         let _armed = self.watchdog.guard("broadcast");

@@ -18,6 +18,8 @@ pub struct DistributedObjective<'a, T: Element> {
     offset: usize,
     /// Samples in the whole batch, over all ranks.
     batch: usize,
+    /// This rank's weighted vector before the sum, so the sum can go straight to the caller.
+    part: Vec<T>,
 }
 
 impl<'a, T: Element> DistributedObjective<'a, T> {
@@ -39,6 +41,7 @@ impl<'a, T: Element> DistributedObjective<'a, T> {
             group,
             offset,
             batch,
+            part: Vec::new(),
         }
     }
 
@@ -62,33 +65,30 @@ impl<'a, T: Element> DistributedObjective<'a, T> {
         value[0]
     }
 
-    /// Weights this rank's vector and sums it over the ranks.
-    fn sum_vector(&self, out: &mut [T]) {
-        let weight = T::of(self.weight());
-        for v in out.iter_mut() {
-            *v *= weight;
-        }
-        T::all_reduce_sum(self.group, out);
-    }
-
-    /// Runs a curvature product on this rank's shard (zero without samples), then sums.
-    fn curvature(
+    /// Runs `compute` on this rank's shard into the part buffer (zeros without samples),
+    /// then writes the weighted sum over the ranks into `out`. Returns what `compute` returned.
+    fn sum_over_ranks<R>(
         &mut self,
         out: &mut [T],
-        product: impl FnOnce(&mut NetworkObjective<'a, T>, &mut [T]) -> bool,
-    ) -> bool {
-        let available = if self.has_samples() {
-            product(&mut self.local, out)
+        empty: R,
+        compute: impl FnOnce(&mut NetworkObjective<'a, T>, &mut [T]) -> R,
+    ) -> R {
+        let mut part = std::mem::take(&mut self.part);
+        part.clear();
+        part.resize(out.len(), T::zero());
+        let result = if self.has_samples() {
+            let result = compute(&mut self.local, &mut part);
+            let weight = T::of(self.weight());
+            for v in part.iter_mut() {
+                *v *= weight;
+            }
+            result
         } else {
-            out.fill(T::zero());
-            true
+            empty
         };
-        // NOTE: ranks must agree on `available`. They do for network objectives, which always
-        // have both products; a rank that returned false would leave the others waiting here.
-        if available {
-            self.sum_vector(out);
-        }
-        available
+        T::all_reduce_sum_from(self.group, &part, out);
+        self.part = part;
+        result
     }
 }
 
@@ -107,23 +107,25 @@ impl<T: Element> Objective<T> for DistributedObjective<'_, T> {
     }
 
     fn gradient(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
-        let local = if self.has_samples() {
-            self.local.gradient(theta, grad)
-        } else {
-            grad.fill(T::zero());
+        if !self.has_samples() {
             self.local.counter().add_gradient();
-            0.0
-        };
-        self.sum_vector(grad);
+        }
+        let local = self.sum_over_ranks(grad, 0.0, |local, part| local.gradient(theta, part));
         self.sum_value(local)
     }
 
+    // NOTE: the ranks must agree on whether a curvature product exists. Network objectives
+    // always have both, and ranks without samples assume so.
     fn gauss_newton_product(&mut self, theta: &[T], v: &[T], out: &mut [T]) -> bool {
-        self.curvature(out, |local, out| local.gauss_newton_product(theta, v, out))
+        self.sum_over_ranks(out, true, |local, part| {
+            local.gauss_newton_product(theta, v, part)
+        })
     }
 
     fn hessian_product(&mut self, theta: &[T], v: &[T], out: &mut [T]) -> bool {
-        self.curvature(out, |local, out| local.hessian_product(theta, v, out))
+        self.sum_over_ranks(out, true, |local, part| {
+            local.hessian_product(theta, v, part)
+        })
     }
 
     fn evaluations(&self) -> u64 {

@@ -676,3 +676,9 @@ fn tune_rejects_several_ranks() {
     let o = gradus_as_rank(&["tune", "--trials", "1"], 1, 2);
     assert_bad_input(&o, "only `gradus train` runs data-parallel");
 }
+
+#[test]
+fn rank_timeout_must_be_positive() {
+    let o = gradus(&["train", "--rank-timeout", "0", "--epochs", "1"]);
+    assert_bad_input(&o, "invalid rank-timeout 0");
+}

@@ -11,10 +11,12 @@
 //! - [`objective`]: a network, a loss and a batch as a function of the flat parameters;
 //! - [`nn`]: layers, losses, initialisation and the [`nn::Network`];
 //! - [`data`]: data sets, readers, splitting, scaling and batching;
+//! - [`dist`]: collective operations across the ranks of a data-parallel run;
 //! - [`tensor`]: scalars and the kernel interface with its CPU backend.
 
 pub mod compare;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod export;
 pub mod krylov;

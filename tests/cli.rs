@@ -637,3 +637,48 @@ fn predict_raw_prints_logits() {
         assert_eq!(cells[0], names[best], "{raw_row} vs {plain_row}");
     }
 }
+
+/// Runs gradus with the environment variables that Open MPI's mpirun sets for `rank` of
+/// `size`, without starting MPI.
+fn gradus_as_rank(args: &[&str], rank: usize, size: usize) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradus"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("OMPI_COMM_WORLD_RANK", rank.to_string())
+        .env("OMPI_COMM_WORLD_SIZE", size.to_string())
+        .output()
+        .expect("failed to start gradus")
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn train_without_mpi_feature_rejects_ranks() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "r");
+    let o = gradus_as_rank(&["train", "--out", out.to_str().unwrap()], 0, 2);
+    assert_bad_input(&o, "cargo build --release --features mpi");
+    assert!(!out.exists(), "a rejected launch wrote {}", out.display());
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn train_without_mpi_feature_runs_one_rank() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "r");
+    let args = ["train", "--epochs", "1", "--out", out.to_str().unwrap()];
+    let o = gradus_as_rank(&args, 0, 1);
+    assert_ok(&o);
+    assert_eq!(summary(&out)["epochs"], 1);
+}
+
+#[test]
+fn tune_rejects_several_ranks() {
+    let o = gradus_as_rank(&["tune", "--trials", "1"], 1, 2);
+    assert_bad_input(&o, "only `gradus train` runs data-parallel");
+}
+
+#[test]
+fn rank_timeout_must_be_positive() {
+    let o = gradus(&["train", "--rank-timeout", "0", "--epochs", "1"]);
+    assert_bad_input(&o, "invalid rank-timeout 0");
+}

@@ -5,6 +5,7 @@
 
 mod bench;
 mod compare;
+mod distributed;
 mod evaluate;
 mod export;
 mod plot;
@@ -66,6 +67,16 @@ pub fn run() -> ExitCode {
     };
     init_logging(cli.verbose);
     let result = match cli.command {
+        Command::Train(_) | Command::Datasets => Ok(()),
+        Command::Tune(_) => distributed::reject_multi_rank("tune"),
+        Command::Evaluate(_) => distributed::reject_multi_rank("evaluate"),
+        Command::Predict(_) => distributed::reject_multi_rank("predict"),
+        Command::Export(_) => distributed::reject_multi_rank("export"),
+        Command::Compare(_) => distributed::reject_multi_rank("compare"),
+        Command::Plot(_) => distributed::reject_multi_rank("plot"),
+        Command::Bench(_) => distributed::reject_multi_rank("bench"),
+    };
+    let result = result.and_then(|()| match cli.command {
         Command::Train(args) => train::run(*args),
         Command::Tune(args) => tune::run(*args),
         Command::Evaluate(args) => evaluate::run(args),
@@ -80,7 +91,7 @@ pub fn run() -> ExitCode {
             }
             Ok(())
         }
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -131,7 +142,10 @@ fn worker_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
 }
 
 fn init_logging(verbose: u8) {
+    // Ranks other than 0 of an MPI job log errors only, so that the job's output reads like
+    // one process's.
     let default = match verbose {
+        _ if distributed::is_secondary_rank() => "error",
         0 => "warn",
         1 => "info",
         _ => "debug",

@@ -122,6 +122,10 @@ pub struct RunArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Under mpirun or srun: seconds a rank waits for the others in one collective operation
+    /// before it aborts the job (default 300).
+    #[arg(long, value_name = "SECONDS")]
+    rank_timeout: Option<f64>,
     /// Operand precision of the matrix products: f32, or bf16 with f32 sums and f32 weights
     /// (needs AVX-512 BF16; f32 elsewhere).
     #[arg(long)]
@@ -162,6 +166,10 @@ fn read_config(path: &Path) -> Result<RunConfig> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let (config, mut options) = build_config(args)?;
     options.stop = Some(stop_on_signals()?);
+    let launch = gradus::dist::detect_launch();
+    if super::distributed::is_launched(&launch)? {
+        return super::distributed::train(&config, &options, &launch);
+    }
     // The loop runs on a worker of the pool, so that its products split across the pool's
     // threads without a hand-over to another thread at every call.
     let pool = super::worker_pool(config.training.threads)?;
@@ -260,6 +268,7 @@ fn apply_overrides(config: &mut RunConfig, args: RunArgs) -> Result<()> {
     set(&mut t.seed, args.seed);
     set(&mut t.threads, args.threads);
     set(&mut t.precision, args.precision);
+    set(&mut t.rank_timeout_seconds, args.rank_timeout);
     if let Some(p) = args.patience {
         t.patience = (p > 0).then_some(p);
     }
@@ -336,7 +345,7 @@ fn set<T>(target: &mut T, value: Option<T>) {
     }
 }
 
-fn print_summary(s: &Summary, out: &std::path::Path) {
+pub(super) fn print_summary(s: &Summary, out: &std::path::Path) {
     println!(
         "{} on {}: {} epochs (best {}), {:.1} s, {:.0} samples/s",
         s.method, s.data, s.epochs, s.best_epoch, s.wall_seconds, s.samples_per_second

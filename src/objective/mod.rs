@@ -8,6 +8,10 @@
 //! which does one product: a backward pass does two (parameter and input gradients), a tangent
 //! pass two (`x R{W}ᵀ` and `R{x} Wᵀ`), and a differentiated backward pass four.
 
+mod distributed;
+
+pub use distributed::DistributedObjective;
+
 use crate::nn::{Loss, Mode, Network, Workspace};
 use crate::tensor::Scalar;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +93,12 @@ pub trait Objective<T: Scalar> {
     fn subset(&self, _fraction: f64) -> Option<Box<dyn Objective<T> + '_>> {
         None
     }
+}
+
+/// Samples that [`Objective::subset`] keeps of a batch of `batch > 0`: `ceil(fraction ·
+/// batch)`, at least one.
+pub fn subset_size(fraction: f64, batch: usize) -> usize {
+    ((fraction * batch as f64).ceil() as usize).clamp(1, batch)
 }
 
 /// Which derived quantities the workspace holds for the cached parameters.
@@ -186,6 +196,26 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
     /// The shared evaluation counter.
     pub fn counter(&self) -> &Arc<Counter> {
         &self.counter
+    }
+
+    /// Returns the same function over the first `samples` samples of this batch, sharing the
+    /// evaluation counter.
+    pub fn first(&self, samples: usize) -> NetworkObjective<'a, T> {
+        assert!(
+            samples <= self.batch,
+            "{samples} samples exceed the batch of {}",
+            self.batch
+        );
+        let x = &self.x[..samples * self.network.input_size()];
+        let t = &self.t[..samples * self.network.output_size()];
+        let counter = Arc::clone(&self.counter);
+        let (network, loss, mode, seed) = (self.network, self.loss, self.mode, self.seed);
+        NetworkObjective::new(network, loss, x, t, samples, mode, seed, counter)
+    }
+
+    /// Samples in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
     }
 
     /// Network output of the last forward pass.
@@ -302,12 +332,7 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
         if self.batch == 0 {
             return None;
         }
-        let samples = ((fraction * self.batch as f64).ceil() as usize).clamp(1, self.batch);
-        let x = &self.x[..samples * self.network.input_size()];
-        let t = &self.t[..samples * self.network.output_size()];
-        let counter = Arc::clone(&self.counter);
-        let (network, loss, mode, seed) = (self.network, self.loss, self.mode, self.seed);
-        let part = NetworkObjective::new(network, loss, x, t, samples, mode, seed, counter);
-        Some(Box::new(part))
+        let samples = subset_size(fraction, self.batch);
+        Some(Box::new(self.first(samples)))
     }
 }

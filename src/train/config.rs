@@ -130,6 +130,9 @@ pub struct TrainingConfig {
     /// Rejects settings whose results depend on timing, so that a resumed run ends with the
     /// same parameters as an uninterrupted one on the same machine and thread count.
     pub deterministic: bool,
+    /// In a data-parallel run, seconds a rank waits in one collective operation before it
+    /// aborts the job because another rank has exited or stalled.
+    pub rank_timeout_seconds: f64,
 }
 
 impl Default for TrainingConfig {
@@ -154,6 +157,7 @@ impl Default for TrainingConfig {
             checkpoint_steps: None,
             checkpoint_seconds: None,
             deterministic: false,
+            rank_timeout_seconds: crate::dist::DEFAULT_RANK_TIMEOUT_SECONDS,
         }
     }
 }
@@ -221,6 +225,14 @@ impl RunConfig {
                     "must be a positive number of seconds",
                 ));
             }
+        }
+        let timeout = t.rank_timeout_seconds;
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(Error::setting(
+                "rank-timeout",
+                timeout,
+                "must be a positive number of seconds",
+            ));
         }
         if t.epochs == 0 {
             return Err(Error::setting("epochs", 0, "must be at least 1"));

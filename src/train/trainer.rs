@@ -7,10 +7,12 @@ use super::evaluate::{evaluate, mean_image_error, EvalSpec, Metrics, Prepared};
 use super::files::{append_line_atomic, create_run_dir, write_atomic, write_json};
 use super::model;
 use super::prepare::{setup, Setup};
+use super::ranks::{broadcast_epoch_scores, sum_count};
 use crate::data::{Batches, TaskKind};
+use crate::dist::{shard, Collective, Single};
 use crate::methods::{Batching, LrSchedule, Method, StepContext};
 use crate::nn::{Mode, Network, Workspace};
-use crate::objective::{Counter, NetworkObjective};
+use crate::objective::{Counter, DistributedObjective, NetworkObjective};
 use crate::tensor::{flush_denormals, Cpu};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -127,25 +129,73 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<Summary> {
     let started = Instant::now();
+    let run = run_epochs(config, options, observer, &Single, started)?;
+    run.finish(&options.out, started)
+}
+
+/// Runs training data-parallel on the ranks of `group`, each on its shard of every batch.
+///
+/// Every rank must call this with the same config and options. Rank 0 writes the run folder
+/// and returns the summary; the other ranks write nothing and return `None`. With the same
+/// seed and batch size the losses equal those of [`train`] up to the order of floating-point
+/// sums, except with dropout (masks follow a sample's place in its rank's shard) and batch
+/// normalisation (statistics of each rank's shard).
+pub fn train_distributed(
+    config: &RunConfig,
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+    group: &dyn Collective,
+) -> Result<Option<Summary>> {
+    let started = Instant::now();
+    let run = run_epochs(config, options, observer, group, started)?;
+    if group.is_root() {
+        run.finish(&options.out, started).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Prepares the run and trains it for its epochs.
+fn run_epochs<'c>(
+    config: &'c RunConfig,
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+    group: &'c dyn Collective,
+    started: Instant,
+) -> Result<Run<'c>> {
     config.validate()?;
     let setup = setup(config)?;
     let dir = options.out.as_path();
     let restored = if options.resume {
+        // NOTE: every rank reads the checkpoint, so a resumed multi-host run needs the run
+        // folder on a shared file system.
         Some(checkpoint::load(dir)?)
     } else {
-        create_run_dir(dir)?;
-        write_atomic(&dir.join("config.toml"), config.to_toml()?.as_bytes())?;
+        let created = if group.is_root() {
+            create_run_dir(dir)
+                .and_then(|()| write_atomic(&dir.join("config.toml"), config.to_toml()?.as_bytes()))
+        } else {
+            Ok(())
+        };
+        // The ranks agree here, so that no rank trains on while rank 0 has stopped.
+        if group.any(created.is_err()) {
+            created?;
+            return Err(Error::Data(format!(
+                "rank 0 failed to create the run folder {}; see its error",
+                dir.display()
+            )));
+        }
         None
     };
-    let mut run = Run::new(config, setup, restored)?;
+    let mut run = Run::new(config, setup, restored, group)?;
     run.stop = options.stop.clone();
-    if options.resume {
+    if options.resume && group.is_root() {
         drop_unsaved_records(dir, run.progress.epochs_done)?;
     }
     observer.on_start(config.training.epochs, run.steps_per_epoch(), &run.setup);
     observer.on_params(run.progress.epochs_done, &run.params);
     run.train_epochs(dir, observer, started)?;
-    run.finish(dir, started)
+    Ok(run)
 }
 
 /// State of a run in progress.
@@ -161,11 +211,18 @@ struct Run<'c> {
     counter: Arc<Counter>,
     eval_ws: Workspace<f32>,
     schedule: LrSchedule,
+    /// The ranks of a data-parallel run; [`Single`] otherwise.
+    group: &'c dyn Collective,
     stop: Option<Arc<AtomicUsize>>,
 }
 
 impl<'c> Run<'c> {
-    fn new(config: &'c RunConfig, setup: Setup, restored: Option<Checkpoint>) -> Result<Self> {
+    fn new(
+        config: &'c RunConfig,
+        setup: Setup,
+        restored: Option<Checkpoint>,
+        group: &'c dyn Collective,
+    ) -> Result<Self> {
         let threads = match config.training.threads {
             0 => rayon::current_num_threads(),
             n => n,
@@ -209,7 +266,7 @@ impl<'c> Run<'c> {
             schedule: t.schedule.schedule.resolve(t.epochs),
             warmup_steps: t.schedule.warmup_steps,
         };
-        Ok(Run {
+        let mut run = Run {
             schedule,
             config,
             setup,
@@ -221,8 +278,37 @@ impl<'c> Run<'c> {
             progress,
             counter,
             eval_ws,
+            group,
             stop: None,
-        })
+        };
+        run.synchronize()?;
+        Ok(run)
+    }
+
+    /// Copies rank 0's parameters and network buffers to the other ranks.
+    ///
+    /// Ranks apply the same updates from the same sums, but the MPI standard does not
+    /// require an allreduce to give every rank bitwise the same result, and batch
+    /// normalisation's running statistics come from each rank's shard. Called before the
+    /// first step and at the end of every epoch.
+    fn synchronize(&mut self) -> Result<()> {
+        if self.group.size() == 1 {
+            return Ok(());
+        }
+        let before = self.params.clone();
+        self.group.broadcast_f32(&mut self.params);
+        if before != self.params {
+            tracing::debug!(
+                rank = self.group.rank(),
+                "parameters differed from rank 0's"
+            );
+        }
+        let mut buffers = self.network.buffers();
+        if !buffers.is_empty() {
+            self.group.broadcast_f32(&mut buffers);
+            self.network.set_buffers(&buffers)?;
+        }
+        Ok(())
     }
 
     fn steps_per_epoch(&self) -> usize {
@@ -278,7 +364,12 @@ impl<'c> Run<'c> {
         let (batch_size, epochs, seed) = (t.batch_size, t.epochs, t.seed);
         let (din, dout) = (self.network.input_size(), self.network.output_size());
         let full = self.method.batching() == Batching::FullBatch;
-        let capacity = if full { train.len } else { batch_size };
+        let (rank, ranks) = (self.group.rank(), self.group.size());
+        let capacity = if full {
+            train.len.div_ceil(ranks)
+        } else {
+            batch_size
+        };
         let mut xb = vec![0.0f32; capacity * din];
         let mut tb = vec![0.0f32; capacity * dout];
         let mut workspace = Some(self.network.workspace(capacity));
@@ -296,15 +387,27 @@ impl<'c> Run<'c> {
                 let ctx = self.context(epoch);
                 lr_factor = ctx.lr_factor;
                 let (n, loss) = if full {
-                    let loss = self.step(&train.x, &train.t, train.len, &ctx, &mut workspace)?;
-                    (train.len, loss)
+                    let part = shard(train.len, rank, ranks);
+                    let x = &train.x[part.start * din..part.end * din];
+                    let t = &train.t[part.start * dout..part.end * dout];
+                    let portion = Portion {
+                        offset: part.start,
+                        batch: train.len,
+                    };
+                    (train.len, self.step(x, t, portion, &ctx, &mut workspace)?)
                 } else {
                     let indices = batches.iter().nth(b).unwrap_or_default();
                     let n = indices.len();
-                    gather(train, indices, din, dout, &mut xb, &mut tb);
-                    let loss =
-                        self.step(&xb[..n * din], &tb[..n * dout], n, &ctx, &mut workspace)?;
-                    (n, loss)
+                    // Every rank shuffles alike, so each takes its part of the same batch.
+                    let part = shard(n, rank, ranks);
+                    let m = part.len();
+                    gather(train, &indices[part.clone()], din, dout, &mut xb, &mut tb);
+                    let portion = Portion {
+                        offset: part.start,
+                        batch: n,
+                    };
+                    let (x, t) = (&xb[..m * din], &tb[..m * dout]);
+                    (n, self.step(x, t, portion, &ctx, &mut workspace)?)
                 };
                 observer.on_step(epoch, loss);
                 let p = &mut self.progress;
@@ -334,6 +437,9 @@ impl<'c> Run<'c> {
 
     /// Writes a checkpoint after a step when the step or time interval has come, and when a
     /// stop was requested, in which case it then returns [`Error::Interrupted`].
+    ///
+    /// In a data-parallel run the ranks decide together, because counting evaluations for
+    /// the checkpoint is a collective operation and every rank must stop at the same step.
     fn checkpoint_between_steps(&mut self, dir: &Path, last: &mut Instant) -> Result<()> {
         let t = &self.config.training;
         let signal = self.stop_signal();
@@ -343,21 +449,31 @@ impl<'c> Run<'c> {
         let by_time = t
             .checkpoint_seconds
             .is_some_and(|s| last.elapsed().as_secs_f64() >= s);
-        if signal.is_none() && !by_steps && !by_time {
+        let (mut wanted, mut stop) = (signal.is_some() || by_steps || by_time, signal.is_some());
+        if self.group.size() > 1 {
+            let mut votes = [f64::from(u8::from(wanted)), f64::from(u8::from(stop))];
+            self.group.all_reduce_sum_f64(&mut votes);
+            (wanted, stop) = (votes[0] > 0.0, votes[1] > 0.0);
+        }
+        if !wanted {
             return Ok(());
         }
         self.fold_counters();
-        self.save_checkpoint(dir)?;
-        *last = Instant::now();
-        match signal {
-            None => Ok(()),
-            Some(signal) => Err(Error::Interrupted {
-                signal,
-                epoch: self.progress.epochs_done + 1,
-                batch: self.progress.batches_done,
-                dir: dir.to_path_buf(),
-            }),
+        if self.group.is_root() {
+            self.save_checkpoint(dir)?;
         }
+        *last = Instant::now();
+        if !stop {
+            return Ok(());
+        }
+        // A rank that did not receive the signal itself reports SIGTERM, the signal that
+        // launchers forward to every rank.
+        Err(Error::Interrupted {
+            signal: signal.unwrap_or(SIGTERM),
+            epoch: self.progress.epochs_done + 1,
+            batch: self.progress.batches_done,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Returns the signal number stored in the stop flag, if a stop was requested.
@@ -370,9 +486,12 @@ impl<'c> Run<'c> {
     }
 
     /// Moves the evaluation counts of the objective counter into the progress record, which
-    /// checkpoints store.
+    /// checkpoints store. Evaluations count over all ranks; gradient evaluations count once
+    /// per distributed gradient, which every rank counts alike.
     fn fold_counters(&mut self) {
-        self.progress.evaluations = self.counter.units();
+        // The counter restarts at `progress.evaluations` after every fold.
+        let units = self.counter.units() - self.progress.evaluations;
+        self.progress.evaluations += sum_count(self.group, units);
         self.progress.gradient_evaluations += self.counter.gradients();
         self.counter = Arc::new(Counter::default());
         self.counter.add(self.progress.evaluations);
@@ -380,12 +499,23 @@ impl<'c> Run<'c> {
 
     /// Whether the time or evaluation budget is used up. Time counts training steps only, not
     /// data loading or evaluation, so that methods compare on equal training time.
+    ///
+    /// In a data-parallel run the ranks decide together: evaluations count over all ranks,
+    /// and the time is up when it is up on any rank.
     fn budget_spent(&self) -> bool {
         let t = &self.config.training;
+        if t.time_limit_seconds.is_none() && t.max_evaluations.is_none() {
+            return false;
+        }
         let spent = self.progress.train_seconds;
         let time = t.time_limit_seconds.is_some_and(|l| spent >= l);
-        let evaluations = t.max_evaluations.is_some_and(|m| self.counter.units() >= m);
-        time || evaluations
+        // The counter restarts at `progress.evaluations` after every fold.
+        let epoch_units = self.counter.units() - self.progress.evaluations;
+        let mut totals = [f64::from(u8::from(time)), epoch_units as f64];
+        self.group.all_reduce_sum_f64(&mut totals);
+        let units = self.progress.evaluations + totals[1] as u64;
+        let evaluations = t.max_evaluations.is_some_and(|m| units >= m);
+        totals[0] > 0.0 || evaluations
     }
 
     fn context(&self, epoch: usize) -> StepContext {
@@ -398,16 +528,18 @@ impl<'c> Run<'c> {
     }
 
     /// Takes one method step on a batch and returns its loss; a non-finite loss stops the run.
+    /// `x` and `t` hold this rank's part of the batch, which `portion` places in the whole.
     fn step(
         &mut self,
         x: &[f32],
         t: &[f32],
-        n: usize,
+        portion: Portion,
         ctx: &StepContext,
         workspace: &mut Option<Workspace<f32>>,
     ) -> Result<f64> {
         let seed = epoch_seed(self.config.training.seed, ctx.step as usize) ^ 0xD1B5;
-        let mut objective = NetworkObjective::with_workspace(
+        let n = x.len() / self.network.input_size();
+        let local = NetworkObjective::with_workspace(
             &self.network,
             self.setup.info.loss,
             x,
@@ -418,8 +550,17 @@ impl<'c> Run<'c> {
             Arc::clone(&self.counter),
             workspace.take(),
         );
-        let report = self.method.step(&mut self.params, &mut objective, ctx);
-        *workspace = Some(objective.into_workspace());
+        let (report, local) = if self.group.size() > 1 {
+            let mut objective =
+                DistributedObjective::new(local, self.group, portion.offset, portion.batch);
+            let report = self.method.step(&mut self.params, &mut objective, ctx);
+            (report, objective.into_local())
+        } else {
+            let mut objective = local;
+            let report = self.method.step(&mut self.params, &mut objective, ctx);
+            (report, objective)
+        };
+        *workspace = Some(local.into_workspace());
         let report = report?;
         self.progress.steps += 1;
         if report.skipped {
@@ -447,11 +588,13 @@ impl<'c> Run<'c> {
         train_loss: f64,
         lr_factor: f64,
     ) -> Result<()> {
+        self.synchronize()?;
         self.progress.epochs_done += 1;
         let epoch = self.progress.epochs_done;
         let params = std::mem::take(&mut self.params);
         let has_validation = self.setup.validation.len > 0;
-        let validation = if has_validation {
+        // Rank 0 evaluates, and every rank decides on its scores.
+        let validation = if has_validation && self.group.is_root() {
             self.evaluate(&params, Part::Validation)
         } else {
             Metrics {
@@ -459,6 +602,7 @@ impl<'c> Run<'c> {
                 ..Metrics::default()
             }
         };
+        let (train_loss, validation) = broadcast_epoch_scores(self.group, train_loss, validation);
         // Without a validation part the training loss decides which epoch is best.
         let score = if has_validation {
             validation.loss
@@ -481,6 +625,7 @@ impl<'c> Run<'c> {
                 self.progress.finished = true;
             }
         }
+        self.progress.finished = self.group.any(self.progress.finished);
         self.fold_counters();
         let record = EpochRecord {
             epoch,
@@ -492,9 +637,11 @@ impl<'c> Run<'c> {
             gradient_evaluations: self.progress.gradient_evaluations,
             skipped_steps: self.progress.skipped_steps,
         };
-        let line = serde_json::to_string(&record).unwrap_or_default();
-        append_line_atomic(&dir.join("metrics.jsonl"), &line)?;
-        self.save_checkpoint(dir)?;
+        if self.group.is_root() {
+            let line = serde_json::to_string(&record).unwrap_or_default();
+            append_line_atomic(&dir.join("metrics.jsonl"), &line)?;
+            self.save_checkpoint(dir)?;
+        }
         observer.on_epoch(&record);
         observer.on_params(epoch, &self.params);
         Ok(())
@@ -558,12 +705,24 @@ impl<'c> Run<'c> {
     }
 }
 
+/// Where a rank's part of a batch lies in the whole batch.
+#[derive(Clone, Copy)]
+struct Portion {
+    /// Index of the part's first sample in the batch.
+    offset: usize,
+    /// Samples in the whole batch, over all ranks.
+    batch: usize,
+}
+
 #[derive(Clone, Copy)]
 enum Part {
     Train,
     Validation,
     Test,
 }
+
+/// SIGTERM's number on Linux and the BSDs.
+const SIGTERM: i32 = 15;
 
 /// Removes the lines of `metrics.jsonl` for epochs after `epochs_done`: a run killed between
 /// appending an epoch's line and writing its checkpoint repeats that epoch when resumed.

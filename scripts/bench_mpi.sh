@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Data-parallel benchmark: trains the 784-256-128-10 network on Fashion-MNIST (batch 32) as
+# two MPI ranks of one thread each, then as one process with two threads, and prints both
+# throughputs, their ratio and whether the epoch losses match within 1e-5. Throughput is
+# training samples per second of step time (summary.json's samples_per_second), so data
+# loading and evaluation do not count. The two runs alternate REPEATS times, and the table
+# shows the fastest run of each, which is the least disturbed by other load on the machine.
+#
+# Usage: scripts/bench_mpi.sh [METHOD] [EPOCHS] [REPEATS]   (defaults: adam, 3, 3)
+# Needs mpirun (Debian: openmpi-bin, libopenmpi-dev) and libclang-dev for the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+method="${1:-adam}"
+epochs="${2:-3}"
+repeats="${3:-3}"
+data="idx:../shared/data/fashion-mnist"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+cargo build --release --quiet --features mpi
+gradus=target/release/gradus
+train=(train --data "$data" --layers 256,128 --epochs "$epochs" --method "$method")
+
+echo "method $method, $epochs epochs, $repeats repeats"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for repeat in $(seq "$repeats"); do
+    mpirun -np 2 --oversubscribe --allow-run-as-root "$gradus" "${train[@]}" \
+        --out "$out/ranks-$repeat" >/dev/null
+    "$gradus" "${train[@]}" --threads 2 --out "$out/single-$repeat" >/dev/null
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 - "$out" "$repeats" <<'PY'
+import json, sys
+
+def run(folder):
+    summary = json.load(open(f"{folder}/summary.json"))
+    with open(f"{folder}/metrics.jsonl") as lines:
+        losses = [json.loads(line)["train_loss"] for line in lines]
+    return summary, losses
+
+def fastest(kind):
+    runs = [run(f"{sys.argv[1]}/{kind}-{r}") for r in range(1, int(sys.argv[2]) + 1)]
+    print(f"{kind} samples/s per repeat:",
+          ", ".join(f"{s['samples_per_second']:.0f}" for s, _ in runs))
+    return max(runs, key=lambda r: r[0]["samples_per_second"])
+
+(ranks, ranks_losses), (single, single_losses) = fastest("ranks"), fastest("single")
+print(f"{'run':<22} {'samples/s':>10} {'wall s':>8} {'test loss':>10}")
+for name, s in [("2 ranks x 1 thread", ranks), ("1 process x 2 threads", single)]:
+    print(f"{name:<22} {s['samples_per_second']:>10.0f} {s['wall_seconds']:>8.1f} "
+          f"{s['test_loss']:>10.5f}")
+ratio = ranks["samples_per_second"] / single["samples_per_second"]
+print(f"throughput ratio (2 ranks / 1 process): {ratio:.3f}")
+worst = max(abs(a - b) / abs(b) for a, b in zip(ranks_losses, single_losses))
+same = len(ranks_losses) == len(single_losses) and worst <= 1e-5
+print("epoch training losses:", ", ".join(f"{a:.6f}/{b:.6f}"
+                                           for a, b in zip(ranks_losses, single_losses)))
+print(f"losses match within 1e-5: {'yes' if same else 'no'} "
+      f"(largest relative difference {worst:.2e})")
+PY

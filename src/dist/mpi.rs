@@ -1,0 +1,158 @@
+//! The MPI group: every rank of `MPI_COMM_WORLD`, through the `mpi` crate.
+
+use super::{Collective, Watchdog};
+use crate::{Error, Result};
+use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+use mpi::environment::Universe;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::Threading;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Exit code of a job that a rank aborts after a collective timed out.
+const TIMEOUT_EXIT_CODE: i32 = 3;
+
+/// `MPI_COMM_WORLD`, with a watchdog around every collective.
+///
+/// MPI is initialised with `MPI_THREAD_SERIALIZED`, so calls may come from any thread (the
+/// training loop runs on a rayon worker) but never at the same time: each call holds `lock`.
+pub struct Mpi {
+    lock: Mutex<Calls>,
+    rank: usize,
+    size: usize,
+    watchdog: Watchdog,
+}
+
+struct Calls {
+    world: SimpleCommunicator,
+    /// Send buffers, because `MPI_Allreduce` here reads and writes separate buffers.
+    send_f32: Vec<f32>,
+    send_f64: Vec<f64>,
+    /// Finalises MPI when dropped; declared last so that it drops after `world`.
+    _universe: Universe,
+}
+
+// SAFETY: the communicator and universe are handles into the MPI library, which was
+// initialised with MPI_THREAD_SERIALIZED, and every call through them holds `lock`.
+unsafe impl Send for Calls {}
+
+impl Mpi {
+    /// Initialises MPI. A rank that waits longer than `timeout` in one collective prints an
+    /// error and aborts the whole job.
+    pub fn init(timeout: Duration) -> Result<Mpi> {
+        let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
+            .ok_or_else(|| {
+                Error::Unsupported("MPI was initialised already in this process".into())
+            })?;
+        if threading < Threading::Serialized {
+            return Err(Error::Unsupported(format!(
+                "the MPI library offers thread level {threading:?}, but gradus needs Serialized; \
+                 use an MPI build with thread support (Open MPI has it by default)"
+            )));
+        }
+        let world = universe.world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        let watchdog = Watchdog::start(timeout, move |operation, timeout| {
+            abort_after_timeout(rank, size, operation, timeout)
+        });
+        let calls = Calls {
+            world,
+            send_f32: Vec::new(),
+            send_f64: Vec::new(),
+            _universe: universe,
+        };
+        Ok(Mpi {
+            lock: Mutex::new(calls),
+            rank,
+            size,
+            watchdog,
+        })
+    }
+
+    fn calls(&self) -> MutexGuard<'_, Calls> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Prints why the job stops and aborts every rank with `MPI_Abort`.
+fn abort_after_timeout(rank: usize, size: usize, operation: &str, timeout: Duration) {
+    eprintln!(
+        "error: rank {rank} of {size} waited {} s in {operation} for the other ranks; one of \
+         them has exited or stalled. Aborting the job (raise --rank-timeout if a rank is only \
+         slow)",
+        timeout.as_secs_f64()
+    );
+    // MPI_Abort may itself wait on a stalled runtime, so a second thread ends this process
+    // if the abort has not within ten seconds.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(10));
+        std::process::exit(TIMEOUT_EXIT_CODE);
+    });
+    SimpleCommunicator::world().abort(TIMEOUT_EXIT_CODE);
+}
+
+impl Collective for Mpi {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn all_reduce_sum_f32(&self, values: &mut [f32]) {
+        let mut calls = self.calls();
+        let Calls {
+            world, send_f32, ..
+        } = &mut *calls;
+        send_f32.clear();
+        send_f32.extend_from_slice(values);
+        let _armed = self.watchdog.guard("allreduce");
+        world.all_reduce_into(&send_f32[..], values, SystemOperation::sum());
+    }
+
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) {
+        let mut calls = self.calls();
+        let Calls {
+            world, send_f64, ..
+        } = &mut *calls;
+        send_f64.clear();
+        send_f64.extend_from_slice(values);
+        let _armed = self.watchdog.guard("allreduce");
+        world.all_reduce_into(&send_f64[..], values, SystemOperation::sum());
+    }
+
+    fn all_reduce_sum_f32_from(&self, send: &[f32], sum: &mut [f32]) {
+        let calls = self.calls();
+        let _armed = self.watchdog.guard("allreduce");
+        calls
+            .world
+            .all_reduce_into(send, sum, SystemOperation::sum());
+    }
+
+    fn all_reduce_sum_f64_from(&self, send: &[f64], sum: &mut [f64]) {
+        let calls = self.calls();
+        let _armed = self.watchdog.guard("allreduce");
+        calls
+            .world
+            .all_reduce_into(send, sum, SystemOperation::sum());
+    }
+
+    fn broadcast_f32(&self, values: &mut [f32]) {
+        let calls = self.calls();
+        let _armed = self.watchdog.guard("broadcast");
+        calls.world.process_at_rank(0).broadcast_into(values);
+    }
+
+    fn broadcast_f64(&self, values: &mut [f64]) {
+        let calls = self.calls();
+        let _armed = self.watchdog.guard("broadcast");
+        calls.world.process_at_rank(0).broadcast_into(values);
+    }
+
+    fn barrier(&self) {
+        let calls = self.calls();
+        let _armed = self.watchdog.guard("barrier");
+        calls.world.barrier();
+    }
+}

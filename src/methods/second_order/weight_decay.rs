@@ -14,8 +14,8 @@ enum Inner<'a, T: Scalar> {
 
 /// An objective plus `½ w ‖θ‖²` over every parameter, biases included.
 ///
-/// NOTE: Martens (2010) decays the weights only. The objective does not expose which
-/// parameters are biases, so this penalty covers them too.
+/// NOTE: the penalty covers biases too, because the objective does not expose which
+/// parameters are biases. L2 regularisation usually leaves biases out.
 pub struct WeightDecay<'a, T: Scalar> {
     inner: Inner<'a, T>,
     decay: f64,
@@ -44,11 +44,12 @@ impl<'a, T: Scalar> WeightDecay<'a, T> {
         }
     }
 
-    /// Adds `w v` to `out`, the penalty's share of a curvature product.
-    fn add_penalty_curvature(&self, v: &[T], out: &mut [T]) {
+    /// Adds `w x` to `out`: the penalty's share of a gradient (`x = θ`) or of a curvature
+    /// product (`x = v`).
+    fn add_decay_term(&self, x: &[T], out: &mut [T]) {
         let w = T::of(self.decay);
-        for (o, &v) in out.iter_mut().zip(v) {
-            *o += w * v;
+        for (o, &x) in out.iter_mut().zip(x) {
+            *o += w * x;
         }
     }
 }
@@ -65,7 +66,7 @@ impl<T: Scalar> Objective<T> for WeightDecay<'_, T> {
 
     fn gradient(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
         let value = self.inner().gradient(theta, grad);
-        self.add_penalty_curvature(theta, grad);
+        self.add_decay_term(theta, grad);
         value + 0.5 * self.decay * dot(theta, theta)
     }
 
@@ -73,7 +74,7 @@ impl<T: Scalar> Objective<T> for WeightDecay<'_, T> {
         if !self.inner().gauss_newton_product(theta, v, out) {
             return false;
         }
-        self.add_penalty_curvature(v, out);
+        self.add_decay_term(v, out);
         true
     }
 
@@ -81,7 +82,7 @@ impl<T: Scalar> Objective<T> for WeightDecay<'_, T> {
         if !self.inner().hessian_product(theta, v, out) {
             return false;
         }
-        self.add_penalty_curvature(v, out);
+        self.add_decay_term(v, out);
         true
     }
 

@@ -61,7 +61,8 @@ pub struct RunArgs {
     /// Dropout rate after each hidden activation, in [0, 1).
     #[arg(long)]
     dropout: Option<f64>,
-    /// Weight initialisation: auto, glorot-uniform, glorot-normal, he-uniform or he-normal.
+    /// Weight initialisation: auto, glorot-uniform, glorot-normal, he-uniform, he-normal or
+    /// sparse (15 nonzero incoming weights per unit).
     #[arg(long)]
     init: Option<Init>,
     /// Loss: cross-entropy, mse or bce (default: cross-entropy to classify, mse otherwise).

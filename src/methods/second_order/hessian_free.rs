@@ -20,7 +20,7 @@
 //! 5. An Armijo backtracking search on `θ + t d` (`c = 10⁻²`, `t ← 0.8 t`, at most 60
 //!    reductions) takes the step, or rejects it when no `t` qualifies.
 
-use super::{restore_scalar, restore_vector, StartPoint};
+use super::{restore_scalar, restore_vector, StartPoint, WeightDecay};
 use crate::krylov::{self, Diagonal, KrylovMethod, LinearOperator, SolveInfo};
 use crate::methods::{Batching, Method, MethodState, StepContext, StepReport};
 use crate::objective::Objective;
@@ -83,6 +83,13 @@ pub struct HfSettings {
     pub max_iterations_per_step: usize,
     /// The method reports `finished` once `‖∇f‖₂` is at most this.
     pub gradient_tolerance: f64,
+    /// L2 penalty `w`: the method minimises `f(θ) + ½ w ‖θ‖²`, adding `w θ` to the gradient
+    /// and `w I` to the curvature matrix. It covers every parameter, biases included, and
+    /// the step losses reported to the training loop include it. 0 turns it off.
+    pub weight_decay: f64,
+    /// Take one step per minibatch of the training loop's batch size instead of one step
+    /// per epoch on the whole training part.
+    pub minibatch: bool,
 }
 
 impl Default for HfSettings {
@@ -99,6 +106,8 @@ impl Default for HfSettings {
             preconditioner: false,
             max_iterations_per_step: 1,
             gradient_tolerance: 1e-5,
+            weight_decay: 0.0,
+            minibatch: false,
         }
     }
 }
@@ -131,6 +140,7 @@ impl HfSettings {
             ("krylov_tolerance", self.krylov_tolerance),
             ("progress_tolerance", self.progress_tolerance),
             ("gradient_tolerance", self.gradient_tolerance),
+            ("weight_decay", self.weight_decay),
         ];
         for (name, value) in tolerances {
             if !(value >= 0.0 && value.is_finite()) {
@@ -312,22 +322,13 @@ impl<T: Scalar> HessianFree<T> {
         }
         None
     }
-}
 
-impl<T: Scalar> Method<T> for HessianFree<T> {
-    fn name(&self) -> &'static str {
-        "hessian-free"
-    }
-
-    fn batching(&self) -> Batching {
-        Batching::FullBatch
-    }
-
-    fn step(
+    /// Runs up to `max_iterations_per_step` iterations on `objective`, which includes the
+    /// weight decay when it is on.
+    fn step_on(
         &mut self,
         params: &mut [T],
         objective: &mut dyn Objective<T>,
-        _context: &StepContext,
     ) -> Result<StepReport> {
         let mut value = self.start.evaluate(objective, params);
         let mut gradient_norm = norm(&self.start.gradient);
@@ -362,6 +363,33 @@ impl<T: Scalar> Method<T> for HessianFree<T> {
             report.finished = true;
         }
         Ok(report)
+    }
+}
+
+impl<T: Scalar> Method<T> for HessianFree<T> {
+    fn name(&self) -> &'static str {
+        "hessian-free"
+    }
+
+    fn batching(&self) -> Batching {
+        if self.settings.minibatch {
+            Batching::MiniBatch
+        } else {
+            Batching::FullBatch
+        }
+    }
+
+    fn step(
+        &mut self,
+        params: &mut [T],
+        objective: &mut dyn Objective<T>,
+        _context: &StepContext,
+    ) -> Result<StepReport> {
+        if self.settings.weight_decay > 0.0 {
+            let mut penalised = WeightDecay::new(objective, self.settings.weight_decay);
+            return self.step_on(params, &mut penalised);
+        }
+        self.step_on(params, objective)
     }
 
     fn save_state(&self) -> MethodState {
@@ -890,6 +918,67 @@ mod tests {
     }
 
     #[test]
+    fn weight_decay_shrinks_parameters() {
+        let problem = Blobs::<f64>::new(60, 8, 1);
+        let run = |weight_decay: f64| {
+            let mut params = problem.init_params(2);
+            let mut objective = problem.objective();
+            let settings = HfSettings {
+                weight_decay,
+                ..HfSettings::default()
+            };
+            let mut method = HessianFree::new(settings).expect("valid settings");
+            for _ in 0..20 {
+                method
+                    .step(&mut params, &mut objective, &StepContext::default())
+                    .expect("step succeeds");
+            }
+            (norm(&params), objective.value(&params))
+        };
+        let (plain_norm, plain_loss) = run(0.0);
+        let (decayed_norm, decayed_loss) = run(0.05);
+        assert!(
+            decayed_norm < 0.7 * plain_norm,
+            "norm {plain_norm} without decay, {decayed_norm} with"
+        );
+        assert!(decayed_loss > plain_loss, "{decayed_loss} vs {plain_loss}");
+        assert!(decayed_loss < 0.5, "loss with decay {decayed_loss}");
+    }
+
+    #[test]
+    fn step_loss_includes_weight_decay() {
+        let problem = Blobs::<f64>::new(60, 8, 1);
+        let mut params = problem.init_params(2);
+        let penalty = 0.5 * 0.1 * dot(&params, &params);
+        let expected = problem.objective().value(&params) + penalty;
+        let settings = HfSettings {
+            weight_decay: 0.1,
+            ..HfSettings::default()
+        };
+        let mut method = HessianFree::new(settings).expect("valid settings");
+        let report = method
+            .step(
+                &mut params,
+                &mut problem.objective(),
+                &StepContext::default(),
+            )
+            .expect("step succeeds");
+        assert!((report.loss - expected).abs() < 1e-12, "{}", report.loss);
+    }
+
+    #[test]
+    fn minibatch_setting_selects_batching() {
+        let full = HessianFree::<f64>::new(HfSettings::default()).expect("valid");
+        assert_eq!(full.batching(), Batching::FullBatch);
+        let settings = HfSettings {
+            minibatch: true,
+            ..HfSettings::default()
+        };
+        let minibatch = HessianFree::<f64>::new(settings).expect("valid");
+        assert_eq!(minibatch.batching(), Batching::MiniBatch);
+    }
+
+    #[test]
     fn hf_solves_quadratic() {
         let mut f = Quadratic::random(10, 12);
         let expected = f.minimiser();
@@ -1116,6 +1205,20 @@ mod tests {
                 "warm_start_decay",
                 HfSettings {
                     warm_start_decay: 2.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "weight_decay",
+                HfSettings {
+                    weight_decay: -1e-4,
+                    ..Default::default()
+                },
+            ),
+            (
+                "weight_decay",
+                HfSettings {
+                    weight_decay: f64::NAN,
                     ..Default::default()
                 },
             ),

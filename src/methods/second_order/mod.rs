@@ -1,5 +1,6 @@
 //! Second-order and quasi-Newton methods: L-BFGS, nonlinear conjugate gradients,
-//! Levenberg-Marquardt and Hessian-free optimisation. All of them take full-batch steps.
+//! Levenberg-Marquardt and Hessian-free optimisation. All of them take full-batch steps,
+//! except Hessian-free with its `minibatch` setting on.
 //!
 //! [`SecondOrderSpec`] names a method with its settings for the command line and the TOML
 //! config, and builds it for any scalar type.
@@ -9,12 +10,14 @@ pub mod lbfgs;
 pub mod levenberg_marquardt;
 pub mod line_search;
 pub mod nonlinear_cg;
+pub mod weight_decay;
 
 pub use hessian_free::{Curvature, CurvatureOperator, HessianFree, HfSettings};
 pub use lbfgs::{Lbfgs, LbfgsSettings};
 pub use levenberg_marquardt::{LevenbergMarquardt, LmSettings};
 pub use line_search::{LineSearch, LineSearchError, LineSearchFailure, StrongWolfe, Trial};
 pub use nonlinear_cg::{NcgSettings, NcgVariant, NonlinearCg};
+pub use weight_decay::WeightDecay;
 
 use crate::methods::{Method, MethodState};
 use crate::objective::Objective;

@@ -63,7 +63,12 @@ impl Objective<f64> for Rosenbrock {
 }
 
 /// Writes `(∇f(x + h v) − ∇f(x − h v)) / 2h` into `out`.
-fn central_difference_product(f: &mut dyn Objective<f64>, x: &[f64], v: &[f64], out: &mut [f64]) {
+pub fn central_difference_product(
+    f: &mut dyn Objective<f64>,
+    x: &[f64],
+    v: &[f64],
+    out: &mut [f64],
+) {
     let h = 1e-6;
     let plus: Vec<f64> = x.iter().zip(v).map(|(x, v)| x + h * v).collect();
     let minus: Vec<f64> = x.iter().zip(v).map(|(x, v)| x - h * v).collect();

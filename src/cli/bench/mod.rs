@@ -166,9 +166,8 @@ fn run_mlp(args: MlpArgs) -> Result<()> {
     let flops = mlp_flops_per_sample();
     print_header(&args, labels.len(), &origin, &peak, flops);
     let mut torch_version = None;
-    for &method in &args.methods {
-        for &batch in &args.batches {
-            let (ours, theirs) = measure(dir.path(), batch, method, &args)?;
+    for &batch in &args.batches {
+        for (method, ours, theirs) in measure(dir.path(), batch, &args)? {
             if let Some(t) = &theirs {
                 torch_version = t.torch_version.clone();
             }
@@ -189,28 +188,35 @@ fn run_mlp(args: MlpArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs one method and batch size `repeats` times in each precision and in PyTorch,
-/// alternating, and returns the fastest run of each (ours in the order of `precisions`).
-fn measure(
-    dir: &Path,
-    batch: usize,
-    method: BenchMethod,
-    args: &MlpArgs,
-) -> Result<(Vec<RunResult>, Option<RunResult>)> {
-    let mut ours: Vec<Option<RunResult>> = vec![None; args.precisions.len()];
-    let mut theirs: Option<RunResult> = None;
+/// The fastest runs of one method at one batch size: ours in the order of `--precisions`,
+/// and PyTorch's unless `--no-torch`.
+type Measured = (BenchMethod, Vec<RunResult>, Option<RunResult>);
+
+/// Runs every method at one batch size `repeats` times in each precision and in PyTorch,
+/// and returns the fastest run of each. Each repeat runs every configuration once, so that
+/// a change in the machine's load affects all methods alike.
+fn measure(dir: &Path, batch: usize, args: &MlpArgs) -> Result<Vec<Measured>> {
+    let mut best: Vec<Measured> = args
+        .methods
+        .iter()
+        .map(|&method| (method, Vec::new(), None))
+        .collect();
     for _ in 0..args.repeats {
-        for (best, &precision) in ours.iter_mut().zip(&args.precisions) {
-            let run = run_ours(dir, batch, method, precision, args)?;
-            *best = Some(faster(best.take(), run));
-        }
-        if !args.no_torch {
-            let run = run_torch(dir, batch, method, args)?;
-            theirs = Some(faster(theirs, run));
+        for (method, ours, theirs) in &mut best {
+            for (i, &precision) in args.precisions.iter().enumerate() {
+                let run = run_ours(dir, batch, *method, precision, args)?;
+                match ours.get_mut(i) {
+                    Some(slot) => *slot = faster(Some(slot.clone()), run),
+                    None => ours.push(run),
+                }
+            }
+            if !args.no_torch {
+                let run = run_torch(dir, batch, *method, args)?;
+                *theirs = Some(faster(theirs.take(), run));
+            }
         }
     }
-    let ours = ours.into_iter().flatten().collect();
-    Ok((ours, theirs))
+    Ok(best)
 }
 
 fn print_header(args: &MlpArgs, samples: usize, origin: &str, peak: &PeakRate, flops: f64) {

@@ -1,7 +1,8 @@
-"""Train the benchmark MLP in PyTorch for one epoch and print one JSON line.
+"""Train a benchmark model in PyTorch for one epoch and print one JSON line.
 
-`gradus bench mlp` runs this script once per configuration through `bench_torch.sh`, on the
-data files it writes, so that both frameworks see the same samples in the same order:
+`gradus bench mlp` and `gradus bench cnn` run this script once per configuration through
+`bench_torch.sh`, on the data files they write, so that both frameworks see the same samples
+in the same order:
 
 - `x.f32`: samples x features, little-endian float32, row-major;
 - `y.u8`: one class label per sample;
@@ -24,8 +25,9 @@ import torch.nn.functional as F
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="folder with x.f32, y.u8, order.u32")
+    parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     parser.add_argument("--features", type=int, required=True, help="features per sample")
-    parser.add_argument("--hidden", default="256,128", help="hidden layer sizes")
+    parser.add_argument("--hidden", default="256,128", help="hidden layer sizes of the MLP")
     parser.add_argument("--classes", type=int, default=10, help="output classes")
     parser.add_argument("--batch", type=int, required=True, help="samples per batch")
     parser.add_argument("--method", choices=["sgd", "adam"], required=True)
@@ -36,7 +38,24 @@ def parse_args():
     return parser.parse_args()
 
 
-def build_model(features, hidden, classes):
+def build_cnn(classes):
+    """Build gradus's conv:16x3x3:p1,relu,maxpool:2,conv:32x3x3:p1,relu,maxpool:2,flatten,
+    dense:128,relu with a dense output layer, for 1 x 28 x 28 images."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32 * 7 * 7, 128),
+        torch.nn.ReLU(),
+        torch.nn.Linear(128, classes),
+    )
+
+
+def build_mlp(features, hidden, classes):
     layers = []
     width = features
     for units in hidden:
@@ -55,12 +74,18 @@ def main():
 
     x = torch.from_numpy(np.fromfile(f"{args.data_dir}/x.f32", dtype="<f4"))
     x = x.view(-1, args.features)
+    if args.model == "cnn":
+        side = int(round(args.features**0.5))
+        x = x.view(-1, 1, side, side)
     y = torch.from_numpy(np.fromfile(f"{args.data_dir}/y.u8", dtype=np.uint8).astype(np.int64))
     order = np.fromfile(f"{args.data_dir}/order.u32", dtype="<u4").astype(np.int64)
     order = torch.from_numpy(order)
 
     hidden = [int(units) for units in args.hidden.split(",") if units]
-    model = build_model(args.features, hidden, args.classes)
+    if args.model == "cnn":
+        model = build_cnn(args.classes)
+    else:
+        model = build_mlp(args.features, hidden, args.classes)
     if args.method == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
     else:

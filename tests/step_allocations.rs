@@ -1,5 +1,6 @@
-//! A training step of a ReLU MLP allocates nothing on the heap once its buffers exist,
-//! checked with a global allocator that counts every allocation in this test binary.
+//! A training step of a ReLU MLP with SGD or Adam allocates nothing on the heap once its
+//! buffers exist, checked with a global allocator that counts every allocation in this test
+//! binary.
 
 use gradus::methods::{MethodSpec, StepContext};
 use gradus::nn::{self, Activation, Init, Loss, Mode, Network};
@@ -52,8 +53,10 @@ fn allocation_free_kernels() -> bool {
     }
 }
 
-/// Takes SGD steps on random batches and returns the allocations of the last `counted`.
+/// Takes steps of `method` on random batches and returns the allocations of the last
+/// `counted`.
 fn allocations_in_steps(
+    method: &str,
     batch: usize,
     threads: usize,
     precision: Precision,
@@ -64,9 +67,9 @@ fn allocations_in_steps(
     let kernels = Arc::new(Cpu::new(threads).with_precision(precision));
     let network = Network::<f32>::new(&[inputs], &specs, kernels).expect("valid network");
     let mut params = network.init_params(Init::Auto, 7);
-    let mut spec = MethodSpec::default_for("sgd").expect("sgd is registered");
+    let mut spec = MethodSpec::default_for(method).expect("method is registered");
     spec.set_learning_rate(0.01).expect("valid learning rate");
-    let mut method = spec.build::<f32>().expect("sgd builds");
+    let mut method = spec.build::<f32>().expect("method builds");
     let counter = Arc::new(Counter::default());
     let x: Vec<f32> = (0..batch * inputs)
         .map(|i| (i % 255) as f32 / 255.0)
@@ -107,7 +110,7 @@ fn allocations_in_steps(
 
 // One test function, because the allocation counter is global and tests run in parallel.
 #[test]
-fn sgd_steps_allocate_nothing() {
+fn steps_allocate_nothing() {
     if !allocation_free_kernels() {
         eprintln!("skipped: this CPU lacks AVX-512, so products allocate in the gemm crate");
         return;
@@ -125,19 +128,22 @@ fn sgd_steps_allocate_nothing() {
     } else {
         eprintln!("bf16 skipped: this CPU lacks AVX-512 BF16");
     }
-    for precision in precisions {
-        for batch in [32, 256] {
-            // Rayon's scheduler may allocate once in a while when a worker wakes under load,
-            // so the fewest allocations of three measurements is checked; an allocation in
-            // the step itself shows in every measurement.
-            let allocations = (0..3)
-                .map(|_| pool.install(|| allocations_in_steps(batch, 2, precision, 4)))
-                .min()
-                .unwrap_or(usize::MAX);
-            assert_eq!(
-                allocations, 0,
-                "{precision}, batch {batch}: 4 steps allocated {allocations} times"
-            );
+    // Adam's update splits across the two threads, so it is checked on both batches too.
+    for method in ["sgd", "adam"] {
+        for &precision in &precisions {
+            for batch in [32, 256] {
+                // Rayon's scheduler may allocate once in a while when a worker wakes under
+                // load, so the fewest allocations of three measurements is checked; an
+                // allocation in the step itself shows in every measurement.
+                let allocations = (0..3)
+                    .map(|_| pool.install(|| allocations_in_steps(method, batch, 2, precision, 4)))
+                    .min()
+                    .unwrap_or(usize::MAX);
+                assert_eq!(
+                    allocations, 0,
+                    "{method}, {precision}, batch {batch}: 4 steps allocated {allocations} times"
+                );
+            }
         }
     }
 }

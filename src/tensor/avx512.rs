@@ -255,3 +255,32 @@ pub unsafe fn store_broadcast_tile<const NV: usize>(
         }
     }
 }
+
+/// Returns the sum of the squares of `x`, each square and sum in f64, over four vectors of
+/// eight partial sums.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F and AVX-512VL.
+#[target_feature(enable = "avx512f,avx512vl")]
+pub unsafe fn sum_of_squares(x: &[f32]) -> f64 {
+    let n = x.len();
+    let p = x.as_ptr();
+    let mut acc = [_mm512_setzero_pd(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let v = _mm512_cvtps_pd(_mm256_loadu_ps(p.add(i + 8 * j)));
+            *acc = _mm512_fmadd_pd(v, v, *acc);
+        }
+        i += 32;
+    }
+    while i < n {
+        let m = ((1u32 << (n - i).min(8)) - 1) as __mmask8;
+        let v = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, p.add(i)));
+        acc[0] = _mm512_fmadd_pd(v, v, acc[0]);
+        i += 8;
+    }
+    let sum = _mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3]));
+    _mm512_reduce_add_pd(sum)
+}

@@ -1,18 +1,20 @@
 //! `gradus bench`: training throughput of the step path, measured against PyTorch on the same
 //! data, batches and thread count.
 //!
-//! `gradus bench mlp` writes the data once into a temporary folder, then runs every
-//! configuration in a fresh child process (this binary's hidden `mlp-worker` command, and
-//! `scripts/bench_torch.sh` for PyTorch), so that each peak RSS figure belongs to one
-//! configuration alone. The two frameworks alternate, configuration by configuration.
+//! `gradus bench mlp` and `gradus bench cnn` write the data once into a temporary folder,
+//! then run every configuration in a fresh child process (this binary's hidden `worker`
+//! command, and `scripts/bench_torch.sh` for PyTorch), so that each peak RSS figure belongs
+//! to one configuration alone. The two frameworks alternate, configuration by configuration.
 
 mod data;
+mod model;
 mod worker;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use data::{bench_data, write_data, TempDir};
 use gradus::tensor::{Cpu, Kernels, Precision, Transpose};
+use model::BenchModel;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,9 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 use worker::WorkerArgs;
 
-/// Hidden layer sizes of the benchmark MLP.
-const HIDDEN: [usize; 2] = [256, 128];
-/// Output classes of the benchmark MLP.
+/// Output classes of the benchmark models.
 const CLASSES: usize = 10;
 /// Features per sample (28 × 28 images).
 const FEATURES: usize = 784;
@@ -53,10 +53,14 @@ enum BenchCommand {
     /// Train a 784-256-128-10 ReLU MLP with cross-entropy for one epoch per batch size and
     /// method, here and in PyTorch, and print samples per second, their ratio, the share of
     /// the peak GEMM rate and the peak RSS of each.
-    Mlp(MlpArgs),
+    Mlp(ModelArgs),
+    /// Train a small CNN (conv 16 and 32 3×3 with max pooling, dense 128, ReLU) with
+    /// cross-entropy for one epoch per batch size (default 64) and method, here and in
+    /// PyTorch, and print the same columns as `mlp`.
+    Cnn(ModelArgs),
     /// Run one configuration on prepared data and print its result as one JSON line.
     #[command(hide = true)]
-    MlpWorker(WorkerArgs),
+    Worker(WorkerArgs),
 }
 
 /// Training methods the benchmark compares.
@@ -83,8 +87,9 @@ impl BenchMethod {
     }
 }
 
+/// Options of `gradus bench mlp` and `gradus bench cnn`.
 #[derive(Args)]
-struct MlpArgs {
+struct ModelArgs {
     /// IDX folder with the Fashion-MNIST (or MNIST) training set. When it does not exist the
     /// benchmark uses synthetic data of the same shape.
     #[arg(long, default_value = "../shared/data/fashion-mnist")]
@@ -92,8 +97,8 @@ struct MlpArgs {
     /// Samples per epoch (at most the data set's size unless the data are synthetic).
     #[arg(long, default_value_t = 60_000)]
     samples: usize,
-    /// Batch sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
+    /// Batch sizes, comma-separated (default: 32,128,512 for mlp, 64 for cnn).
+    #[arg(long, value_delimiter = ',')]
     batches: Vec<usize>,
     /// Methods, comma-separated: sgd, adam.
     #[arg(long, value_delimiter = ',', default_value = "sgd,adam")]
@@ -136,12 +141,16 @@ struct RunResult {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.command {
-        BenchCommand::Mlp(args) => run_mlp(args),
-        BenchCommand::MlpWorker(args) => worker::run_worker(args),
+        BenchCommand::Mlp(args) => run_model(BenchModel::Mlp, args),
+        BenchCommand::Cnn(args) => run_model(BenchModel::Cnn, args),
+        BenchCommand::Worker(args) => worker::run_worker(args),
     }
 }
 
-fn run_mlp(args: MlpArgs) -> Result<()> {
+fn run_model(model: BenchModel, mut args: ModelArgs) -> Result<()> {
+    if args.batches.is_empty() {
+        args.batches = model.default_batches();
+    }
     if args.threads == 0 || args.batches.contains(&0) || args.repeats == 0 {
         bail!("--threads, --batches and --repeats must be at least 1");
     }
@@ -163,12 +172,11 @@ fn run_mlp(args: MlpArgs) -> Result<()> {
             measured: true,
         },
     };
-    let flops = mlp_flops_per_sample();
-    print_header(&args, labels.len(), &origin, &peak, flops);
+    let flops = model.flops_per_sample();
+    print_header(model, &args, labels.len(), &origin, &peak, flops);
     let mut torch_version = None;
-    for &method in &args.methods {
-        for &batch in &args.batches {
-            let (ours, theirs) = measure(dir.path(), batch, method, &args)?;
+    for &batch in &args.batches {
+        for (method, ours, theirs) in measure(model, dir.path(), batch, &args)? {
             if let Some(t) = &theirs {
                 torch_version = t.torch_version.clone();
             }
@@ -189,35 +197,56 @@ fn run_mlp(args: MlpArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs one method and batch size `repeats` times in each precision and in PyTorch,
-/// alternating, and returns the fastest run of each (ours in the order of `precisions`).
-fn measure(
-    dir: &Path,
-    batch: usize,
-    method: BenchMethod,
-    args: &MlpArgs,
-) -> Result<(Vec<RunResult>, Option<RunResult>)> {
-    let mut ours: Vec<Option<RunResult>> = vec![None; args.precisions.len()];
-    let mut theirs: Option<RunResult> = None;
+/// The fastest runs of one method at one batch size: ours in the order of `--precisions`,
+/// and PyTorch's unless `--no-torch`.
+type Measured = (BenchMethod, Vec<RunResult>, Option<RunResult>);
+
+/// Runs every method at one batch size `repeats` times in each precision and in PyTorch,
+/// and returns the fastest run of each. Each repeat runs every configuration once, so that
+/// a change in the machine's load affects all methods alike.
+fn measure(model: BenchModel, dir: &Path, batch: usize, args: &ModelArgs) -> Result<Vec<Measured>> {
+    let mut best: Vec<Measured> = args
+        .methods
+        .iter()
+        .map(|&method| (method, Vec::new(), None))
+        .collect();
     for _ in 0..args.repeats {
-        for (best, &precision) in ours.iter_mut().zip(&args.precisions) {
-            let run = run_ours(dir, batch, method, precision, args)?;
-            *best = Some(faster(best.take(), run));
-        }
-        if !args.no_torch {
-            let run = run_torch(dir, batch, method, args)?;
-            theirs = Some(faster(theirs, run));
+        for (method, ours, theirs) in &mut best {
+            let config = Config {
+                model,
+                batch,
+                method: *method,
+            };
+            for (i, &precision) in args.precisions.iter().enumerate() {
+                let run = run_ours(dir, &config, precision, args)?;
+                match ours.get_mut(i) {
+                    Some(slot) => *slot = faster(Some(slot.clone()), run),
+                    None => ours.push(run),
+                }
+            }
+            if !args.no_torch {
+                let run = run_torch(dir, &config, args)?;
+                *theirs = Some(faster(theirs.take(), run));
+            }
         }
     }
-    let ours = ours.into_iter().flatten().collect();
-    Ok((ours, theirs))
+    Ok(best)
 }
 
-fn print_header(args: &MlpArgs, samples: usize, origin: &str, peak: &PeakRate, flops: f64) {
+fn print_header(
+    model: BenchModel,
+    args: &ModelArgs,
+    samples: usize,
+    origin: &str,
+    peak: &PeakRate,
+    flops: f64,
+) {
     println!(
-        "MLP {FEATURES}-{}-{}-{CLASSES}, ReLU, cross-entropy; {samples} samples of {origin}; \
-         threads: {}; fastest of {} run(s) each",
-        HIDDEN[0], HIDDEN[1], args.threads, args.repeats
+        "{}, cross-entropy; {samples} samples of {origin}; threads: {}; fastest of {} run(s) \
+         each",
+        model.describe(),
+        args.threads,
+        args.repeats
     );
     let source = if peak.measured {
         "measured, 2048³ product"
@@ -295,19 +324,6 @@ fn print_row(row: &Row, ours: &RunResult, theirs: Option<&RunResult>, flops: f64
     let _ = std::io::stdout().flush();
 }
 
-/// Floating-point operations per training sample: a forward product per dense layer, a
-/// weight-gradient product per layer and an input-gradient product for every layer but the
-/// first, 2 FLOP per multiply-add. Bias, activation, loss and update add less than 1 %.
-fn mlp_flops_per_sample() -> f64 {
-    let sizes = [FEATURES, HIDDEN[0], HIDDEN[1], CLASSES];
-    let mut total = 0.0;
-    for (layer, pair) in sizes.windows(2).enumerate() {
-        let products = if layer == 0 { 2.0 } else { 3.0 };
-        total += products * 2.0 * (pair[0] * pair[1]) as f64;
-    }
-    total
-}
-
 /// Measures the best f32 GEMM rate of [`PEAK_REPEATS`] square products on `threads` threads, in
 /// GFLOP/s.
 fn measure_peak_gflops(threads: usize) -> Result<f64> {
@@ -339,35 +355,46 @@ fn measure_peak_gflops(threads: usize) -> Result<f64> {
     Ok(2.0 * (n * n * n) as f64 / best / 1e9)
 }
 
-fn run_ours(
-    dir: &Path,
+/// One configuration of the benchmark, apart from gradus's precision.
+struct Config {
+    model: BenchModel,
     batch: usize,
     method: BenchMethod,
+}
+
+fn run_ours(
+    dir: &Path,
+    config: &Config,
     precision: Precision,
-    args: &MlpArgs,
+    args: &ModelArgs,
 ) -> Result<RunResult> {
     let exe = std::env::current_exe().context("failed to find this program's path")?;
     let mut command = Command::new(exe);
     command
         .arg("bench")
-        .arg("mlp-worker")
+        .arg("worker")
         .arg("--data-dir")
         .arg(dir);
-    command.args(["--batch", &batch.to_string(), "--method", method.name()]);
+    command.args(["--model", config.model.name()]);
+    command.args(["--batch", &config.batch.to_string()]);
+    command.args(["--method", config.method.name()]);
     command.args(["--threads", &args.threads.to_string()]);
     command.args(["--warmup-steps", &args.warmup_steps.to_string()]);
     command.args(["--precision", &precision.to_string()]);
     run_child(command, "gradus worker")
 }
 
-fn run_torch(dir: &Path, batch: usize, method: BenchMethod, args: &MlpArgs) -> Result<RunResult> {
+fn run_torch(dir: &Path, config: &Config, args: &ModelArgs) -> Result<RunResult> {
     let mut command = Command::new("bash");
     command.arg(&args.torch_script).arg("--data-dir").arg(dir);
+    command.args(["--model", config.model.name()]);
     command.args(["--features", &FEATURES.to_string()]);
-    command.args(["--hidden", &format!("{},{}", HIDDEN[0], HIDDEN[1])]);
+    let hidden = model::MLP_HIDDEN.map(|units| units.to_string()).join(",");
+    command.args(["--hidden", &hidden]);
     command.args(["--classes", &CLASSES.to_string()]);
-    command.args(["--batch", &batch.to_string(), "--method", method.name()]);
-    command.args(["--lr", &method.learning_rate().to_string()]);
+    command.args(["--batch", &config.batch.to_string()]);
+    command.args(["--method", config.method.name()]);
+    command.args(["--lr", &config.method.learning_rate().to_string()]);
     command.args(["--threads", &args.threads.to_string()]);
     command.args(["--warmup-steps", &args.warmup_steps.to_string()]);
     if std::env::var_os("OMP_WAIT_POLICY").is_none() {

@@ -1,24 +1,28 @@
-//! One configuration of `gradus bench mlp`, run in its own process so that its peak RSS is
-//! its own.
+//! One configuration of `gradus bench mlp` or `gradus bench cnn`, run in its own process so
+//! that its peak RSS is its own.
 
 use super::data::BenchData;
-use super::{BenchMethod, RunResult, CLASSES, FEATURES, HIDDEN, SEED};
+use super::model::BenchModel;
+use super::{BenchMethod, RunResult, CLASSES, FEATURES, SEED};
 use anyhow::Result;
 use clap::Args;
 use gradus::methods::{MethodSpec, StepContext};
-use gradus::nn::{self, Activation, Init, Loss, Mode, Network};
+use gradus::nn::{Init, Loss, Mode, Network};
 use gradus::objective::{Counter, NetworkObjective};
 use gradus::tensor::{flush_denormals, Cpu, Precision};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Options of the hidden `gradus bench mlp-worker` command, which `gradus bench mlp` runs.
+/// Options of the hidden `gradus bench worker` command, which `gradus bench mlp` and
+/// `gradus bench cnn` run.
 #[derive(Args)]
 pub(super) struct WorkerArgs {
     /// Folder with x.f32, y.u8 and order.u32.
     #[arg(long)]
     pub(super) data_dir: PathBuf,
+    #[arg(long)]
+    pub(super) model: BenchModel,
     #[arg(long)]
     pub(super) batch: usize,
     #[arg(long)]
@@ -40,13 +44,13 @@ pub(super) fn run_worker(args: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
-/// Trains the benchmark MLP for the warm-up steps and then one timed epoch, in the same
+/// Trains the benchmark model for the warm-up steps and then one timed epoch, in the same
 /// steps as `gradus train`: copy the batch, build the objective, take a method step.
 fn train_epoch(data: &BenchData, args: &WorkerArgs) -> Result<RunResult> {
     flush_denormals();
-    let specs = nn::mlp(&HIDDEN, Activation::Relu, 0.0, CLASSES);
+    let specs = args.model.layers();
     let kernels = Arc::new(Cpu::new(args.threads).with_precision(args.precision));
-    let network = Network::<f32>::new(&[FEATURES], &specs, kernels)?;
+    let network = Network::<f32>::new(&args.model.input_shape(), &specs, kernels)?;
     let mut params = network.init_params(Init::Auto, SEED);
     let mut spec = MethodSpec::default_for(args.method.name())?;
     spec.set_learning_rate(args.method.learning_rate())?;

@@ -12,8 +12,8 @@
 //! divides the decay. AdamW shrinks the weights directly before the update
 //! (`w ← w (1 − lr · wd)`), with the scheduled learning rate.
 
+use super::adam_update::{adam_update, AdamFactors};
 use super::shared_step::{SharedStep, Update};
-use super::state::zero_if_subnormal;
 use super::validate::{check_common, check_eps, check_rate};
 use crate::methods::{Method, MethodState, StepContext, StepReport};
 use crate::objective::Objective;
@@ -114,26 +114,25 @@ impl Moments {
         Ok(Moments { beta1, beta2, eps })
     }
 
-    /// Updates both moments and takes the bias-corrected step.
-    fn update<T: Scalar>(self, update: Update<'_, T, 2>) {
+    /// Updates both moments and takes the bias-corrected step, after multiplying the weights
+    /// by `shrink` (1 for none).
+    fn update<T: Scalar>(self, update: Update<'_, T, 2>, shrink: T) {
         // Bias corrections in f64: β^t for t up to 2⁶⁴ loses nothing there.
         let t = update.step as f64;
         let correction1 = 1.0 - self.beta1.powf(t);
         let correction2 = 1.0 - self.beta2.powf(t);
-        let step_size = T::of(update.lr / correction1);
-        let correction2_sqrt = T::of(correction2.sqrt());
-
-        let (beta1, beta2) = (T::of(self.beta1), T::of(self.beta2));
-        let (one_minus_beta1, one_minus_beta2) = (T::of(1.0 - self.beta1), T::of(1.0 - self.beta2));
-        let eps = T::of(self.eps);
+        let factors = AdamFactors {
+            beta1: T::of(self.beta1),
+            one_minus_beta1: T::of(1.0 - self.beta1),
+            beta2: T::of(self.beta2),
+            one_minus_beta2: T::of(1.0 - self.beta2),
+            step_size: T::of(update.lr / correction1),
+            correction2_sqrt: T::of(correction2.sqrt()),
+            eps: T::of(self.eps),
+            shrink,
+        };
         let [m, v] = update.state;
-        let moments = m.iter_mut().zip(v.iter_mut());
-        let params = update.params.iter_mut().zip(update.grad);
-        for ((w, &g), (m, v)) in params.zip(moments) {
-            *m = zero_if_subnormal(beta1 * *m + one_minus_beta1 * g);
-            *v = zero_if_subnormal(beta2 * *v + one_minus_beta2 * g * g);
-            *w -= step_size * *m / (v.sqrt() / correction2_sqrt + eps);
-        }
+        adam_update(&factors, update.params, update.grad, m, v);
     }
 }
 
@@ -184,7 +183,7 @@ impl<T: Scalar> Method<T> for Adam<T> {
         let moments = self.moments;
         self.shared
             .step(params, objective, context, self.settings.lr, |update| {
-                moments.update(update)
+                moments.update(update, T::one())
             })
     }
 
@@ -244,11 +243,8 @@ impl<T: Scalar> Method<T> for AdamW<T> {
         let weight_decay = self.settings.weight_decay;
         self.shared
             .step(params, objective, context, self.settings.lr, |update| {
-                if weight_decay != 0.0 {
-                    let shrink = T::of(1.0 - update.lr * weight_decay);
-                    update.params.iter_mut().for_each(|w| *w *= shrink);
-                }
-                moments.update(update)
+                let shrink = T::of(1.0 - update.lr * weight_decay);
+                moments.update(update, shrink)
             })
     }
 
@@ -264,6 +260,7 @@ impl<T: Scalar> Method<T> for AdamW<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::methods::first_order::state::zero_if_subnormal;
     use crate::methods::first_order::testing::{Impulse, Quadratic};
 
     /// Runs `steps` steps from w = 1 on a loss with zero gradient and returns w.

@@ -25,6 +25,7 @@
 
 mod adagrad;
 mod adam;
+mod adam_update;
 mod momentum;
 mod rmsprop;
 mod sgd;

@@ -18,7 +18,8 @@ pub struct Progress {
     pub steps: u64,
     /// Epoch (from 1) with the best validation loss so far.
     pub best_epoch: usize,
-    /// Best validation loss so far.
+    /// Best validation loss so far; infinite before the first epoch ends.
+    #[serde(with = "unbounded_f64")]
     pub best_loss: f64,
     /// Epochs since the best one, for early stopping.
     pub epochs_without_improvement: usize,
@@ -42,6 +43,35 @@ pub struct Progress {
     /// Sum of the step losses of those batches, for the epoch's mean training loss.
     #[serde(default)]
     pub epoch_loss_sum: f64,
+}
+
+/// Writes infinities and NaN as the strings `inf`, `-inf` and `NaN`, which JSON numbers cannot
+/// hold (serde_json would write null and then fail to read it back), and reads null as `inf`.
+mod unbounded_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else {
+            serializer.serialize_str(&value.to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Number(f64),
+            Text(String),
+            Null(()),
+        }
+        match Stored::deserialize(deserializer)? {
+            Stored::Number(value) => Ok(value),
+            Stored::Text(text) => text.parse().map_err(serde::de::Error::custom),
+            Stored::Null(()) => Ok(f64::INFINITY),
+        }
+    }
 }
 
 /// A checkpoint in memory.
@@ -168,4 +198,48 @@ pub fn load_progress(dir: &Path) -> Result<Progress> {
         path,
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infinite_best_loss_round_trips() {
+        let progress = Progress {
+            best_loss: f64::INFINITY,
+            ..Progress::default()
+        };
+        let text = serde_json::to_string(&progress).expect("encodes");
+        let back: Progress = serde_json::from_str(&text).expect("decodes");
+        assert_eq!(back.best_loss, f64::INFINITY);
+    }
+
+    #[test]
+    fn null_best_loss_reads_as_infinite() {
+        let mut value = serde_json::to_value(Progress::default()).expect("encodes");
+        value["best_loss"] = serde_json::Value::Null;
+        let back: Progress = serde_json::from_value(value).expect("decodes");
+        assert_eq!(back.best_loss, f64::INFINITY);
+    }
+
+    #[test]
+    fn checkpoint_saved_before_first_epoch_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let checkpoint = Checkpoint {
+            params: vec![1.0, 2.0],
+            best_params: vec![1.0, 2.0],
+            buffers: [Vec::new(), Vec::new()],
+            method: MethodState::default(),
+            progress: Progress {
+                best_loss: f64::INFINITY,
+                batches_done: 3,
+                ..Progress::default()
+            },
+        };
+        save(dir.path(), &checkpoint).expect("saves");
+        let loaded = load(dir.path()).expect("loads");
+        assert_eq!(loaded.progress, checkpoint.progress);
+        assert_eq!(loaded.params, checkpoint.params);
+    }
 }

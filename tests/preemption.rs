@@ -74,6 +74,20 @@ fn epoch_losses(dir: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// Checks that a resumed run ended exactly as the uninterrupted one.
+fn assert_same_run(dir: &Path, reference: &Path) {
+    assert_eq!(
+        outcome(dir),
+        outcome(reference),
+        "same parameters and test loss"
+    );
+    assert_eq!(
+        epoch_losses(dir),
+        epoch_losses(reference),
+        "same epoch losses"
+    );
+}
+
 fn wait_for(path: &Path, limit: Duration) {
     let started = Instant::now();
     while !path.exists() {
@@ -119,16 +133,7 @@ fn sigterm_checkpoints_and_resume_matches() {
 
     let (status, stderr) = finish(spawn(&["train", "--resume", out], &[]));
     assert!(status.success(), "resumed run failed: {stderr}");
-    assert_eq!(
-        outcome(&dir),
-        outcome(&reference),
-        "same parameters and test loss"
-    );
-    assert_eq!(
-        epoch_losses(&dir),
-        epoch_losses(&reference),
-        "same epoch losses"
-    );
+    assert_same_run(&dir, &reference);
 }
 
 #[test]
@@ -177,14 +182,5 @@ fn ten_kills_then_resume_matches() {
         assert!(status.success(), "final resume failed: {stderr}");
     }
     assert_eq!(kills, 10, "kills that landed before the run ended");
-    assert_eq!(
-        outcome(&dir),
-        outcome(&reference),
-        "same parameters and test loss"
-    );
-    assert_eq!(
-        epoch_losses(&dir),
-        epoch_losses(&reference),
-        "same epoch losses"
-    );
+    assert_same_run(&dir, &reference);
 }

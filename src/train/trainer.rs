@@ -497,7 +497,7 @@ impl<'c> Run<'c> {
         self.counter.add(self.progress.evaluations);
     }
 
-    /// Whether the time or evaluation budget is used up. Time counts training steps only, not
+    /// Returns whether the time or evaluation budget is used up. Time counts training steps only, not
     /// data loading or evaluation, so that methods compare on equal training time.
     ///
     /// In a data-parallel run the ranks decide together: evaluations count over all ranks,
@@ -705,7 +705,7 @@ impl<'c> Run<'c> {
     }
 }
 
-/// Where a rank's part of a batch lies in the whole batch.
+/// The position of a rank's part of a batch in the whole batch.
 #[derive(Clone, Copy)]
 struct Portion {
     /// Index of the part's first sample in the batch.

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Data-parallel benchmark: trains the 784-256-128-10 network on Fashion-MNIST (batch 32) as
-# two MPI ranks of one thread each, then as one process with two threads, and prints both
-# throughputs, their ratio and whether the epoch losses match within 1e-5. Throughput is
-# training samples per second of step time (summary.json's samples_per_second), so data
-# loading and evaluation do not count. The two runs alternate REPEATS times, and the table
-# shows the fastest run of each, which is the least disturbed by other load on the machine.
+# Data-parallel benchmark: trains the 784-256-128-10 network on Fashion-MNIST (batch 32
+# unless BATCH is given) as two MPI ranks of one thread each, then as one process with two
+# threads. It prints both throughputs, their ratio and whether the epoch losses match within
+# 1e-5. Throughput is training samples per second of step time (summary.json's
+# samples_per_second), so data loading and evaluation do not count. The two runs alternate
+# REPEATS times, and the table shows the fastest run of each, which is the least disturbed
+# by other load on the machine.
 #
-# Usage: scripts/bench_mpi.sh [METHOD] [EPOCHS] [REPEATS]   (defaults: adam, 3, 3)
+# Usage: scripts/bench_mpi.sh [METHOD] [EPOCHS] [REPEATS] [BATCH]   (defaults: adam, 3, 3, 32)
 # Needs mpirun (Debian: openmpi-bin, libopenmpi-dev) and libclang-dev for the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,15 +15,17 @@ cd "$(dirname "$0")/.."
 method="${1:-adam}"
 epochs="${2:-3}"
 repeats="${3:-3}"
+batch="${4:-32}"
 data="idx:../shared/data/fashion-mnist"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
 cargo build --release --quiet --features mpi
 gradus=target/release/gradus
-train=(train --data "$data" --layers 256,128 --epochs "$epochs" --method "$method")
+train=(train --data "$data" --layers 256,128 --epochs "$epochs" --method "$method"
+       --batch-size "$batch")
 
-echo "method $method, $epochs epochs, $repeats repeats"
+echo "method $method, batch $batch, $epochs epochs, $repeats repeats"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for repeat in $(seq "$repeats"); do
     mpirun -np 2 --oversubscribe --allow-run-as-root "$gradus" "${train[@]}" \

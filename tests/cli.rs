@@ -682,3 +682,55 @@ fn rank_timeout_must_be_positive() {
     let o = gradus(&["train", "--rank-timeout", "0", "--epochs", "1"]);
     assert_bad_input(&o, "invalid rank-timeout 0");
 }
+
+#[test]
+fn resume_continues_early_stopped_run() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "iris");
+    let out = out.to_str().unwrap();
+    assert_ok(&gradus(&[
+        "train", "--data", "iris", "--layers", "8", "--method", "lbfgs", "--out", out,
+    ]));
+    let stopped = summary(Path::new(out))["epochs"].as_u64().expect("epochs");
+    assert!(stopped < 100, "the run stops early at epoch {stopped}");
+
+    let o = gradus(&["train", "--resume", out]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("already stopped"), "{}", stderr(&o));
+    let again = summary(Path::new(out))["epochs"].as_u64().expect("epochs");
+    assert_eq!(again, stopped, "an unchanged resume trains nothing");
+
+    assert_ok(&gradus(&["train", "--resume", out, "--epochs", "200"]));
+    let longer = summary(Path::new(out))["epochs"].as_u64().expect("epochs");
+    assert!(
+        longer > stopped,
+        "raising --epochs trains on ({longer} epochs)"
+    );
+    let config = fs::read_to_string(Path::new(out).join("config.toml")).expect("config");
+    assert!(
+        config.contains("epochs = 200"),
+        "config.toml records the override"
+    );
+}
+
+#[test]
+fn compare_rejects_non_empty_out() {
+    let dir = temp();
+    fs::write(dir.path().join("summary.csv"), "earlier").expect("write");
+    let o = gradus(&[
+        "compare",
+        "--data",
+        "iris",
+        "--methods",
+        "sgd",
+        "--budget",
+        "1e",
+        "--seeds",
+        "1",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_bad_input(&o, "not empty");
+    let kept = fs::read_to_string(dir.path().join("summary.csv")).expect("read");
+    assert_eq!(kept, "earlier");
+}

@@ -230,7 +230,7 @@ pub fn run(config: &CompareConfig, progress: &mut dyn CompareProgress) -> Result
     if config.methods.is_empty() {
         return Err(Error::setting("methods", "", "name at least one method"));
     }
-    crate::train::files::create_run_dir(&config.out)?;
+    crate::train::files::create_empty_dir(&config.out)?;
     let total = config.methods.len() * config.seeds as usize;
     let mut results = Vec::new();
     let mut paths = Vec::new();

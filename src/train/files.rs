@@ -71,12 +71,41 @@ pub fn default_run_dir() -> PathBuf {
 /// Creates the run folder. An existing folder that already contains a finished or started run
 /// (a `config.toml`) is rejected, so that no earlier result is overwritten.
 pub fn create_run_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::setting(
+            "out",
+            dir.display(),
+            "a file of that name exists; --out needs a folder path",
+        ));
+    }
     if dir.join("config.toml").exists() {
         return Err(Error::setting(
             "out",
             dir.display(),
             "the folder already holds a run; choose another --out, or continue it with --resume",
         ));
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io("failed to create", dir, e))
+}
+
+/// Creates the output folder of a comparison, which must not exist or must be empty, so that
+/// no earlier results are replaced.
+pub fn create_empty_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let mut entries = fs::read_dir(dir).map_err(|_| {
+            Error::setting(
+                "out",
+                dir.display(),
+                "it exists but is not a readable folder; choose a new folder path",
+            )
+        })?;
+        if entries.next().is_some() {
+            return Err(Error::setting(
+                "out",
+                dir.display(),
+                "the folder is not empty; choose a new --out so earlier results are kept",
+            ));
+        }
     }
     fs::create_dir_all(dir).map_err(|e| Error::io("failed to create", dir, e))
 }
@@ -102,5 +131,23 @@ mod tests {
         fs::write(dir.path().join("config.toml"), "x").expect("write");
         let err = create_run_dir(dir.path()).expect_err("must reject");
         assert!(err.to_string().contains("--resume"), "{err}");
+    }
+
+    #[test]
+    fn comparison_dir_must_be_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        create_empty_dir(dir.path()).expect("an empty folder is accepted");
+        fs::write(dir.path().join("summary.csv"), "x").expect("write");
+        let err = create_empty_dir(dir.path()).expect_err("must reject");
+        assert!(err.to_string().contains("not empty"), "{err}");
+    }
+
+    #[test]
+    fn run_dir_on_a_file_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("afile");
+        fs::write(&file, "x").expect("write");
+        let err = create_run_dir(&file).expect_err("must reject");
+        assert!(err.to_string().contains("needs a folder"), "{err}");
     }
 }

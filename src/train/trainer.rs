@@ -169,7 +169,13 @@ fn run_epochs<'c>(
     let restored = if options.resume {
         // NOTE: every rank reads the checkpoint, so a resumed multi-host run needs the run
         // folder on a shared file system.
-        Some(checkpoint::load(dir)?)
+        let mut restored = checkpoint::load(dir)?;
+        continue_finished_run(dir, config, &mut restored.progress);
+        if group.is_root() {
+            // The folder's config records the settings that the run continues with.
+            write_atomic(&dir.join("config.toml"), config.to_toml()?.as_bytes())?;
+        }
+        Some(restored)
     } else {
         let created = if group.is_root() {
             create_run_dir(dir)
@@ -569,8 +575,9 @@ impl<'c> Run<'c> {
         }
         if !report.loss.is_finite() {
             return Err(Error::NonFinite(format!(
-                "the training loss became {} at epoch {}, step {}; the last checkpoint is \
-                 intact. Lower the learning rate (--lr) or enable clipping",
+                "the training loss became {} at epoch {}, step {}; the last checkpoint, if one \
+                 was written, is intact. Lower the learning rate (--lr) or clip the gradient \
+                 (--set clip_norm=1)",
                 report.loss,
                 ctx.epoch + 1,
                 ctx.step + 1
@@ -719,6 +726,34 @@ enum Part {
     Train,
     Validation,
     Test,
+}
+
+/// Lets a resumed run that had stopped early go on when the resume raises `epochs` or changes
+/// `patience`, compared with the folder's `config.toml`; otherwise warns that there is nothing
+/// left to train. A run killed after it stopped early, with unchanged settings, so ends
+/// exactly as it would have.
+fn continue_finished_run(dir: &Path, config: &RunConfig, progress: &mut Progress) {
+    if !progress.finished {
+        return;
+    }
+    let saved = std::fs::read_to_string(dir.join("config.toml"))
+        .ok()
+        .and_then(|text| RunConfig::from_toml(&text).ok());
+    let (new, epochs_done) = (&config.training, progress.epochs_done);
+    let extended = saved.is_some_and(|old| {
+        new.epochs > old.training.epochs || new.patience != old.training.patience
+    });
+    if extended && epochs_done < new.epochs {
+        tracing::info!(epochs_done, "continuing a run that had stopped early");
+        progress.finished = false;
+        progress.epochs_without_improvement = 0;
+    } else {
+        tracing::warn!(
+            epochs_done,
+            "the run had already stopped (early stopping, its budget, or the method \
+             converged); raise --epochs or change --patience to train it further"
+        );
+    }
 }
 
 /// SIGTERM's number on Linux and the BSDs.

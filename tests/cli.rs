@@ -734,3 +734,27 @@ fn compare_rejects_non_empty_out() {
     let kept = fs::read_to_string(dir.path().join("summary.csv")).expect("read");
     assert_eq!(kept, "earlier");
 }
+
+#[test]
+fn bad_run_settings_leave_no_folder() {
+    let dir = temp();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--data", "iris", "--batch-size", "1000", "--drop-last"],
+            "no batch fits",
+        ),
+        (
+            &["--seed", "18446744073709551615"],
+            "at most 9223372036854775807",
+        ),
+        (&["--validation-fraction", "0.9"], "validation-fraction 0.9"),
+        (&["--max-evaluations", "0"], "max-evaluations 0"),
+    ];
+    for (i, (args, needle)) in cases.iter().enumerate() {
+        let out = out_arg(dir.path(), &format!("r{i}"));
+        let mut full = vec!["train", "--out", out.to_str().unwrap()];
+        full.extend_from_slice(args);
+        assert_bad_input(&gradus(&full), needle);
+        assert!(!out.exists(), "{args:?} left a run folder behind");
+    }
+}

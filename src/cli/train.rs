@@ -215,7 +215,8 @@ fn build_config(args: TrainArgs) -> Result<(RunConfig, RunOptions)> {
             Ok((config, options))
         }
         None => {
-            let config = args.run.into_config()?;
+            let mut config = args.run.into_config()?;
+            absolute_data_path(&mut config);
             let out = args.out.unwrap_or_else(train::files::default_run_dir);
             let options = RunOptions {
                 out,
@@ -310,6 +311,21 @@ fn apply_overrides(config: &mut RunConfig, args: RunArgs) -> Result<()> {
         config.method.set(key.trim(), value.trim())?;
     }
     Ok(())
+}
+
+/// Stores a CSV or IDX path as an absolute path, so that `--resume` and
+/// `--config DIR/config.toml` find the data from any working folder. A path that does not
+/// exist stays as typed, and loading the data reports it.
+fn absolute_data_path(config: &mut RunConfig) {
+    let source = &mut config.data.source;
+    for prefix in ["csv:", "idx:"] {
+        if let Some(path) = source.strip_prefix(prefix) {
+            if let Ok(absolute) = std::fs::canonicalize(path) {
+                *source = format!("{prefix}{}", absolute.display());
+            }
+            return;
+        }
+    }
 }
 
 enum CheckpointInterval {

@@ -7,7 +7,11 @@ use crate::methods::MethodState;
 use crate::{Error, Result};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
+
+/// Metadata key of the CRC-32 of each tensor's bytes, by tensor name.
+const CHECKSUMS: &str = "crc32";
 
 /// Counters and scalars of a checkpoint.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -129,7 +133,15 @@ pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let progress = serde_json::to_string(&checkpoint.progress).unwrap_or_default();
-    let metadata = std::collections::HashMap::from([("progress".to_string(), progress)]);
+    let sums: BTreeMap<&str, u32> = blobs
+        .iter()
+        .map(|(name, _, bytes, _)| (name.as_str(), crc32fast::hash(bytes)))
+        .collect();
+    let sums = serde_json::to_string(&sums).unwrap_or_default();
+    let metadata = std::collections::HashMap::from([
+        ("progress".to_string(), progress),
+        (CHECKSUMS.to_string(), sums),
+    ]);
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::Data(format!("failed to encode checkpoint: {e}")))?;
     write_atomic(&dir.join("checkpoint.safetensors"), &bytes)?;
@@ -154,6 +166,22 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     let progress: Progress =
         serde_json::from_str(&progress_text).map_err(|e| invalid(e.to_string()))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
+    // Checkpoints written before checksums existed have none and load unchecked.
+    if let Some(text) = metadata.metadata().as_ref().and_then(|m| m.get(CHECKSUMS)) {
+        let sums: BTreeMap<String, u32> =
+            serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        for (name, expected) in sums {
+            let view = tensors
+                .tensor(&name)
+                .map_err(|_| invalid(format!("{name} is missing")))?;
+            if crc32fast::hash(view.data()) != expected {
+                return Err(invalid(format!(
+                    "the bytes of {name} do not match their CRC-32, so the file is corrupted; \
+                     restore the run folder from a backup or start a new run"
+                )));
+            }
+        }
+    }
     let read_f32 = |name: &str| -> Result<Vec<f32>> {
         let view = tensors
             .tensor(name)
@@ -241,5 +269,26 @@ mod tests {
         let loaded = load(dir.path()).expect("loads");
         assert_eq!(loaded.progress, checkpoint.progress);
         assert_eq!(loaded.params, checkpoint.params);
+    }
+
+    #[test]
+    fn corrupted_checkpoint_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let checkpoint = Checkpoint {
+            params: vec![1.0; 64],
+            best_params: vec![1.0; 64],
+            buffers: [Vec::new(), Vec::new()],
+            method: MethodState::default(),
+            progress: Progress::default(),
+        };
+        save(dir.path(), &checkpoint).expect("saves");
+        let path = dir.path().join("checkpoint.safetensors");
+        let mut bytes = std::fs::read(&path).expect("read");
+        // The tensor data sits at the end of the file, after the JSON header.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        std::fs::write(&path, bytes).expect("write");
+        let err = load(dir.path()).err().expect("must reject");
+        assert!(err.to_string().contains("CRC-32"), "{err}");
     }
 }

@@ -238,6 +238,22 @@ impl RunConfig {
             return Err(Error::setting("epochs", 0, "must be at least 1"));
         }
         self.validate_checkpoints()?;
+        if t.max_evaluations == Some(0) {
+            return Err(Error::setting(
+                "max-evaluations",
+                0,
+                "must be at least 1; leave it out for no limit",
+            ));
+        }
+        // TOML integers are signed 64-bit, so a larger seed could not be written to
+        // config.toml and the run could not be repeated.
+        if t.seed > i64::MAX as u64 {
+            return Err(Error::setting(
+                "seed",
+                t.seed,
+                "must be at most 9223372036854775807",
+            ));
+        }
         let (v, f) = (self.data.validation_fraction, self.data.test_fraction);
         if !(0.0..1.0).contains(&v) {
             return Err(Error::setting(
@@ -246,11 +262,14 @@ impl RunConfig {
                 "must be in [0, 1)",
             ));
         }
-        if !(0.0..1.0).contains(&f) || v + f >= 1.0 {
+        if !(0.0..1.0).contains(&f) {
+            return Err(Error::setting("test-fraction", f, "must be in [0, 1)"));
+        }
+        if v + f >= 1.0 {
             return Err(Error::setting(
-                "test-fraction",
-                f,
-                "must be in [0, 1), with validation + test below 1",
+                "validation-fraction",
+                format!("{v} with test-fraction {f}"),
+                "the two fractions must sum to less than 1, leaving data to train on",
             ));
         }
         if let Some(text) = &self.model.description {

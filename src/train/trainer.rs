@@ -165,6 +165,7 @@ fn run_epochs<'c>(
 ) -> Result<Run<'c>> {
     config.validate()?;
     let setup = setup(config)?;
+    check_batches(config, setup.train.len)?;
     let dir = options.out.as_path();
     let restored = if options.resume {
         // NOTE: every rank reads the checkpoint, so a resumed multi-host run needs the run
@@ -754,6 +755,26 @@ fn continue_finished_run(dir: &Path, config: &RunConfig, progress: &mut Progress
              converged); raise --epochs or change --patience to train it further"
         );
     }
+}
+
+/// Rejects a minibatch run in which `--drop-last` leaves no batch, before the run folder is
+/// made, because such a run would train nothing.
+fn check_batches(config: &RunConfig, samples: usize) -> Result<()> {
+    let t = &config.training;
+    if !t.drop_last || t.batch_size <= samples {
+        return Ok(());
+    }
+    if config.method.build::<f32>()?.batching() == Batching::FullBatch {
+        return Ok(());
+    }
+    Err(Error::setting(
+        "batch-size",
+        t.batch_size,
+        &format!(
+            "with --drop-last no batch fits the {samples} training samples; use a smaller \
+             --batch-size or drop --drop-last"
+        ),
+    ))
 }
 
 /// SIGTERM's number on Linux and the BSDs.

@@ -730,9 +730,8 @@ enum Part {
 }
 
 /// Lets a resumed run that had stopped early go on when the resume raises `epochs` or changes
-/// `patience`, compared with the folder's `config.toml`; otherwise warns that there is nothing
-/// left to train. A run killed after it stopped early, with unchanged settings, so ends
-/// exactly as it would have.
+/// `patience`, compared with the folder's `config.toml`. Otherwise it warns that there is
+/// nothing left to train, so a run killed after it stopped early ends as it would have.
 fn continue_finished_run(dir: &Path, config: &RunConfig, progress: &mut Progress) {
     if !progress.finished {
         return;

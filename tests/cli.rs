@@ -824,3 +824,84 @@ fn evaluate_unknown_label_is_reported() {
     assert_bad_input(&o, "label \"zebra\"");
     assert!(stderr(&o).contains("cat, dog, horse"), "{}", stderr(&o));
 }
+
+fn train_houses(dir: &Path) -> PathBuf {
+    let csv = dir.join("houses.csv");
+    let mut text = String::from("rooms,area,age,price\n");
+    for i in 0..300 {
+        let (rooms, area, age) = (1 + i % 5, 50 + (i * 37) % 150, (i * 13) % 40);
+        let price = 1000 * area + 20000 * rooms - 500 * age;
+        text.push_str(&format!("{rooms},{area},{age},{price}\n"));
+    }
+    fs::write(&csv, text).expect("write csv");
+    let out = out_arg(dir, "houses");
+    assert_ok(&gradus(&[
+        "train",
+        "--data",
+        &format!("csv:{}", csv.display()),
+        "--task",
+        "regress",
+        "--layers",
+        "16",
+        "--epochs",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    out
+}
+
+fn predict_text(model: &Path, dir: &Path, name: &str, text: &str) -> Output {
+    let input = dir.join(name);
+    fs::write(&input, text).expect("write input");
+    gradus(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn predict_reads_columns_by_name() {
+    let dir = temp();
+    let model = train_houses(dir.path());
+    let original = predict_text(
+        &model,
+        dir.path(),
+        "q.csv",
+        "rooms,area,age\n3,120,10\n5,180,2\n",
+    );
+    assert_ok(&original);
+    let expected = String::from_utf8_lossy(&original.stdout).into_owned();
+    assert_eq!(expected.lines().count(), 3, "{expected}");
+
+    let reordered = predict_text(
+        &model,
+        dir.path(),
+        "r.csv",
+        "area,rooms,age\n120,3,10\n180,5,2\n",
+    );
+    assert_ok(&reordered);
+    assert_eq!(String::from_utf8_lossy(&reordered.stdout), expected);
+
+    // A target and an unknown word column between the features are ignored.
+    let text = "area,price,note,rooms,age\n120,1,old,3,10\n180,2,new,5,2\n";
+    let extra = predict_text(&model, dir.path(), "e.csv", text);
+    assert_ok(&extra);
+    assert_eq!(String::from_utf8_lossy(&extra.stdout), expected);
+
+    // Without a header the columns are positional, in training order.
+    let plain = predict_text(&model, dir.path(), "p.csv", "3,120,10\n5,180,2\n");
+    assert_ok(&plain);
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), expected);
+}
+
+#[test]
+fn predict_missing_column_is_reported() {
+    let dir = temp();
+    let model = train_houses(dir.path());
+    let o = predict_text(&model, dir.path(), "q.csv", "rooms,age\n3,10\n5,2\n");
+    assert_bad_input(&o, "feature column \"area\" not found");
+}

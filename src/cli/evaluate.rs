@@ -41,6 +41,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         }),
         task: info.task,
         delimiter: b',',
+        feature_columns: Vec::new(),
     };
     let loaded = data::load(&source, &options)?;
     let mut set = loaded.test.unwrap_or(loaded.train);

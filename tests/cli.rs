@@ -758,3 +758,226 @@ fn bad_run_settings_leave_no_folder() {
         assert!(!out.exists(), "{args:?} left a run folder behind");
     }
 }
+
+/// Returns 300 samples `(label, x, y)` of three well-separated clusters labelled cat, dog
+/// and horse.
+fn animal_rows() -> Vec<(&'static str, f64, f64)> {
+    let centers = [("cat", 0.0, 0.0), ("dog", 3.0, 0.0), ("horse", 0.0, 3.0)];
+    (0..300)
+        .map(|i| {
+            let (label, cx, cy) = centers[i % 3];
+            let jitter = |k: usize| ((i * k) % 100) as f64 / 100.0 - 0.5;
+            (label, cx + jitter(37), cy + jitter(71))
+        })
+        .collect()
+}
+
+fn write_animals(path: &Path, rows: &[(&str, f64, f64)]) {
+    let mut text = String::from("x,kind,y\n");
+    for (label, x, y) in rows {
+        text.push_str(&format!("{x},{label},{y}\n"));
+    }
+    fs::write(path, text).expect("write csv");
+}
+
+fn train_animals(dir: &Path) -> PathBuf {
+    let csv = dir.join("animals.csv");
+    write_animals(&csv, &animal_rows());
+    let out = out_arg(dir, "animals");
+    assert_ok(&gradus(&[
+        "train",
+        "--data",
+        &format!("csv:{}", csv.display()),
+        "--target",
+        "kind",
+        "--layers",
+        "8",
+        "--epochs",
+        "200",
+        "--lr",
+        "0.05",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    out
+}
+
+fn evaluate_accuracy(model: &Path, csv: &Path) -> f64 {
+    let o = gradus(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("csv:{}", csv.display()),
+        "--target",
+        "kind",
+    ]);
+    assert_ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("accuracy "))
+        .unwrap_or_else(|| panic!("no accuracy in: {stdout}"));
+    line.parse().expect("accuracy is a number")
+}
+
+#[test]
+fn evaluate_fewer_word_classes() {
+    let dir = temp();
+    let model = train_animals(dir.path());
+    let all = dir.path().join("all.csv");
+    write_animals(&all, &animal_rows());
+    let accuracy = evaluate_accuracy(&model, &all);
+    assert!(accuracy >= 0.9, "accuracy on all classes {accuracy}");
+
+    // Without dog, horse sorts second in the file but is the model's third class.
+    let mut rows = animal_rows();
+    rows.retain(|(label, _, _)| *label != "dog");
+    let two = dir.path().join("two.csv");
+    write_animals(&two, &rows);
+    let accuracy = evaluate_accuracy(&model, &two);
+    assert!(accuracy >= 0.9, "accuracy on cat and horse {accuracy}");
+
+    rows.retain(|(label, _, _)| *label == "horse");
+    let one = dir.path().join("one.csv");
+    write_animals(&one, &rows);
+    let accuracy = evaluate_accuracy(&model, &one);
+    assert!(accuracy >= 0.9, "accuracy on horse only {accuracy}");
+}
+
+#[test]
+fn evaluate_fewer_numeric_classes() {
+    let dir = temp();
+    let model = out_arg(dir.path(), "digits");
+    assert_ok(&gradus(&[
+        "train",
+        "--epochs",
+        "1",
+        "--out",
+        model.to_str().unwrap(),
+    ]));
+    let csv = dir.path().join("low.csv");
+    let mut text = String::new();
+    for label in 0..5 {
+        text.push_str(&vec!["0"; 64].join(","));
+        text.push_str(&format!(",{label}\n"));
+    }
+    fs::write(&csv, text).expect("write csv");
+    let o = gradus(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("csv:{}", csv.display()),
+    ]);
+    assert_ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("samples 5"), "{stdout}");
+    assert!(stdout.contains("accuracy"), "{stdout}");
+}
+
+#[test]
+fn evaluate_unknown_label_is_reported() {
+    let dir = temp();
+    let model = train_animals(dir.path());
+    let mut rows = animal_rows();
+    for row in &mut rows {
+        if row.0 == "cat" {
+            row.0 = "zebra";
+        }
+    }
+    let csv = dir.path().join("zebra.csv");
+    write_animals(&csv, &rows);
+    let o = gradus(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("csv:{}", csv.display()),
+        "--target",
+        "kind",
+    ]);
+    assert_bad_input(&o, "label \"zebra\"");
+    assert!(stderr(&o).contains("cat, dog, horse"), "{}", stderr(&o));
+}
+
+fn train_houses(dir: &Path) -> PathBuf {
+    let csv = dir.join("houses.csv");
+    let mut text = String::from("rooms,area,age,price\n");
+    for i in 0..300 {
+        let (rooms, area, age) = (1 + i % 5, 50 + (i * 37) % 150, (i * 13) % 40);
+        let price = 1000 * area + 20000 * rooms - 500 * age;
+        text.push_str(&format!("{rooms},{area},{age},{price}\n"));
+    }
+    fs::write(&csv, text).expect("write csv");
+    let out = out_arg(dir, "houses");
+    assert_ok(&gradus(&[
+        "train",
+        "--data",
+        &format!("csv:{}", csv.display()),
+        "--task",
+        "regress",
+        "--layers",
+        "16",
+        "--epochs",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    out
+}
+
+fn predict_text(model: &Path, dir: &Path, name: &str, text: &str) -> Output {
+    let input = dir.join(name);
+    fs::write(&input, text).expect("write input");
+    gradus(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn predict_reads_columns_by_name() {
+    let dir = temp();
+    let model = train_houses(dir.path());
+    let original = predict_text(
+        &model,
+        dir.path(),
+        "q.csv",
+        "rooms,area,age\n3,120,10\n5,180,2\n",
+    );
+    assert_ok(&original);
+    let expected = String::from_utf8_lossy(&original.stdout).into_owned();
+    assert_eq!(expected.lines().count(), 3, "{expected}");
+
+    let reordered = predict_text(
+        &model,
+        dir.path(),
+        "r.csv",
+        "area,rooms,age\n120,3,10\n180,5,2\n",
+    );
+    assert_ok(&reordered);
+    assert_eq!(String::from_utf8_lossy(&reordered.stdout), expected);
+
+    // A target and an unknown word column between the features are ignored.
+    let text = "area,price,note,rooms,age\n120,1,old,3,10\n180,2,new,5,2\n";
+    let extra = predict_text(&model, dir.path(), "e.csv", text);
+    assert_ok(&extra);
+    assert_eq!(String::from_utf8_lossy(&extra.stdout), expected);
+
+    // Without a header the columns are positional, in training order.
+    let plain = predict_text(&model, dir.path(), "p.csv", "3,120,10\n5,180,2\n");
+    assert_ok(&plain);
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), expected);
+}
+
+#[test]
+fn predict_missing_column_is_reported() {
+    let dir = temp();
+    let model = train_houses(dir.path());
+    let o = predict_text(&model, dir.path(), "q.csv", "rooms,age\n3,10\n5,2\n");
+    assert_bad_input(&o, "feature column \"area\" not found");
+}

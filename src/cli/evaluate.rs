@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use gradus::data::{self, CsvOptions, HeaderMode, Source, TargetColumn};
+use gradus::data::{self, CsvOptions, HeaderMode, Source, TargetColumn, TaskKind};
 use gradus::train::{evaluate as eval, model, prepare};
 use std::path::PathBuf;
 
@@ -41,13 +41,14 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         }),
         task: info.task,
         delimiter: b',',
+        feature_columns: Vec::new(),
     };
     let loaded = data::load(&source, &options)?;
     let mut set = loaded.test.unwrap_or(loaded.train);
     super::predict::check_features(&info, set.feature_count())?;
     info.scaler.apply(&mut set)?;
-    if let Some(_count) = set.class_count() {
-        set.check_labels(info.class_names.len())?;
+    if info.task == TaskKind::Classify {
+        set.align_classes(&info.class_names)?;
     }
     let prepared = prepare::prepare(&set, info.task, &info.target_mean, &info.target_std);
     let spec = eval::EvalSpec {

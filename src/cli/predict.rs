@@ -18,7 +18,9 @@ pub struct PredictArgs {
     #[arg(long)]
     model: PathBuf,
     /// CSV file of raw (unscaled) features, one sample per row. A header row is detected.
-    /// An extra last column (a target) is ignored.
+    /// With a header, the model's feature columns are read by name and other columns are
+    /// ignored. Without one, the columns are taken in training order and an extra last column
+    /// (a target) is ignored.
     #[arg(long)]
     input: PathBuf,
     /// Print the values that the model's ONNX export returns, at full f32 precision: logits
@@ -54,13 +56,17 @@ pub fn run(args: PredictArgs) -> Result<()> {
         target: None,
         task: TaskKind::Autoencoder,
         delimiter: b',',
+        // With a header, the reader picks the model's features by name, in training order.
+        feature_columns: info.feature_names.clone(),
     };
     let mut set = data::load(&Source::Csv(args.input.clone()), &options)?.train;
     let expected: usize = info.input_shape.iter().product();
     let mut x = vec![0.0f32; set.len() * set.feature_count()];
     let all: Vec<usize> = (0..set.len()).collect();
     set.gather_features(&all, &mut x);
-    if set.feature_count() == expected + 1 {
+    let selected_by_name =
+        !info.feature_names.is_empty() && set.feature_names == info.feature_names;
+    if !selected_by_name && set.feature_count() == expected + 1 {
         // Drop the last column: a target left in the file.
         x = x
             .chunks(expected + 1)

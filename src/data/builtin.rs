@@ -61,6 +61,7 @@ fn label_options() -> CsvOptions {
         target: None,
         task: TaskKind::Classify,
         delimiter: b',',
+        feature_columns: Vec::new(),
     }
 }
 

@@ -90,6 +90,10 @@ struct Layout {
     dropped: Option<usize>,
     /// The column names when the first row is a header.
     header: Option<Vec<String>>,
+    /// The feature columns in the order they are read, when `CsvOptions::feature_columns`
+    /// selected them by name. `None` means every column that is not the target or dropped,
+    /// in file order.
+    selected: Option<Vec<usize>>,
     /// The line of the first row, for ragged-row messages.
     first_line: u64,
 }
@@ -157,17 +161,29 @@ impl Layout {
             TaskKind::Autoencoder => (None, target),
             _ => (target, None),
         };
+        let selected = if header && !options.feature_columns.is_empty() {
+            Some(select_columns(first, &options.feature_columns, origin)?)
+        } else {
+            None
+        };
         Ok(Layout {
             width,
             target,
             dropped,
             header: header.then(|| first.iter().map(str::to_string).collect()),
+            selected,
             first_line: first.position().map_or(1, |p| p.line()),
         })
     }
 
-    fn is_feature(&self, col: usize) -> bool {
-        Some(col) != self.target && Some(col) != self.dropped
+    /// Returns the feature columns in the order they are read.
+    fn feature_order(&self) -> Vec<usize> {
+        match &self.selected {
+            Some(selected) => selected.clone(),
+            None => (0..self.width)
+                .filter(|&col| Some(col) != self.target && Some(col) != self.dropped)
+                .collect(),
+        }
     }
 
     /// Names a column in messages: its 0-based index, and its header name when there is one.
@@ -177,6 +193,27 @@ impl Layout {
             None => format!("column {col}"),
         }
     }
+}
+
+/// Finds the header column of each name in `names`, in that order.
+fn select_columns(
+    header: &::csv::StringRecord,
+    names: &[String],
+    origin: &str,
+) -> Result<Vec<usize>> {
+    let mut selected = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(col) = header.iter().position(|cell| cell == name) else {
+            let columns: Vec<&str> = header.iter().collect();
+            return Err(Error::Data(format!(
+                "feature column {name:?} not found in {origin}; the header has the columns {}, \
+                 so add the column {name:?}",
+                columns.join(", ")
+            )));
+        };
+        selected.push(col);
+    }
+    Ok(selected)
 }
 
 /// The target cells read so far.
@@ -192,6 +229,8 @@ enum TargetCells {
 /// The rows read so far.
 struct Table<'a> {
     layout: &'a Layout,
+    /// The feature columns in the order they are read.
+    order: Vec<usize>,
     features: Vec<f32>,
     targets: TargetCells,
     rows: usize,
@@ -209,6 +248,7 @@ impl<'a> Table<'a> {
         };
         Table {
             layout,
+            order: layout.feature_order(),
             features: Vec::new(),
             targets,
             rows: 0,
@@ -228,26 +268,26 @@ impl<'a> Table<'a> {
             )));
         }
 
-        for (col, cell) in record.iter().enumerate() {
-            if layout.is_feature(col) {
-                let value = parse_number(cell).ok_or_else(|| {
-                    let column = layout.column_label(col);
-                    Error::Data(if cell.is_empty() {
-                        format!(
-                            "{origin}, line {line}, {column}: the cell is empty; fill in the \
-                             missing value or drop the row"
-                        )
-                    } else {
-                        format!(
-                            "{origin}, line {line}, {column}: {cell:?} is not a finite number; \
-                             feature columns must be numeric, so convert or drop this column"
-                        )
-                    })
-                })?;
-                self.features.push(value);
-            } else if Some(col) == layout.target {
-                self.push_target(cell, line, col, origin)?;
-            }
+        for &col in &self.order {
+            let cell = &record[col];
+            let value = parse_number(cell).ok_or_else(|| {
+                let column = layout.column_label(col);
+                Error::Data(if cell.is_empty() {
+                    format!(
+                        "{origin}, line {line}, {column}: the cell is empty; fill in the \
+                         missing value or drop the row"
+                    )
+                } else {
+                    format!(
+                        "{origin}, line {line}, {column}: {cell:?} is not a finite number; \
+                         feature columns must be numeric, so convert or drop this column"
+                    )
+                })
+            })?;
+            self.features.push(value);
+        }
+        if let Some(col) = layout.target {
+            self.push_target(&record[col], line, col, origin)?;
         }
         self.rows += 1;
         Ok(())
@@ -305,8 +345,9 @@ impl<'a> Table<'a> {
             _ => Targets::None,
         };
         let feature_names = match &layout.header {
-            Some(names) => (0..layout.width)
-                .filter(|&col| layout.is_feature(col))
+            Some(names) => layout
+                .feature_order()
+                .into_iter()
                 .map(|col| names[col].clone())
                 .collect(),
             None => Vec::new(),
@@ -652,5 +693,31 @@ mod tests {
         assert_eq!(dataset_name(Path::new("dir/houses.csv.gz")), "houses");
         assert_eq!(dataset_name(Path::new("houses.tsv")), "houses");
         assert_eq!(dataset_name(Path::new(".hidden")), ".hidden");
+    }
+
+    #[test]
+    fn feature_columns_select_by_name() {
+        let options = CsvOptions {
+            task: TaskKind::Autoencoder,
+            feature_columns: vec!["b".into(), "a".into()],
+            ..CsvOptions::default()
+        };
+        let data = read_text("a,label,b\n1,cat,2\n3,dog,4\n", &options).expect("valid CSV");
+        assert_eq!(data.features, vec![2.0, 1.0, 4.0, 3.0]);
+        assert_eq!(data.feature_names, vec!["b", "a"]);
+    }
+
+    #[test]
+    fn feature_columns_missing_name() {
+        let options = CsvOptions {
+            task: TaskKind::Autoencoder,
+            feature_columns: vec!["a".into(), "c".into()],
+            ..CsvOptions::default()
+        };
+        let message = error_text("a,b\n1,2\n", &options);
+        assert!(
+            message.contains("feature column \"c\" not found"),
+            "{message}"
+        );
     }
 }

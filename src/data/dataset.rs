@@ -224,6 +224,41 @@ impl Dataset {
         }
         Ok(())
     }
+
+    /// Renumbers the class labels to the output order of a model whose classes are
+    /// `model_names`, and gives the data set those names.
+    ///
+    /// Numeric labels (class names `"0"`, `"1"`, ...) are class ids and keep their value.
+    /// Other labels are matched to the model's classes by name, so a data set may hold fewer
+    /// classes than the model, in any order. A label that is not one of the model's classes
+    /// is an error.
+    pub fn align_classes(&mut self, model_names: &[String]) -> Result<()> {
+        let name = self.name.clone();
+        let Targets::Classes { labels, names } = &mut self.targets else {
+            return self.check_labels(model_names.len());
+        };
+        let numeric = names.iter().enumerate().all(|(id, n)| *n == id.to_string());
+        if numeric {
+            self.check_labels(model_names.len())?;
+        } else {
+            let mut ids = Vec::with_capacity(names.len());
+            for label in names.iter() {
+                let Some(id) = model_names.iter().position(|m| m == label) else {
+                    return Err(Error::Data(format!(
+                        "label {label:?} in data set {name} is not a class of the model, \
+                         whose classes are {}; fix the label or use a model trained on it",
+                        model_names.join(", ")
+                    )));
+                };
+                ids.push(id);
+            }
+            labels.iter_mut().for_each(|label| *label = ids[*label]);
+        }
+        if let Targets::Classes { names, .. } = &mut self.targets {
+            *names = model_names.to_vec();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -321,5 +356,36 @@ mod tests {
         data.targets = Targets::None;
         let message = data.check_labels(3).unwrap_err().to_string();
         assert!(message.contains("no class labels"), "{message}");
+    }
+
+    #[test]
+    fn align_classes_maps_names() {
+        let mut data = small();
+        let model: Vec<String> = ["w", "z", "y", "x"].map(String::from).to_vec();
+        data.align_classes(&model).expect("known names");
+        assert_eq!(data.labels(), Some(&[1, 3, 2][..]));
+        assert_eq!(data.class_count(), Some(4));
+    }
+
+    #[test]
+    fn align_classes_rejects_unknown_name() {
+        let mut data = small();
+        let model: Vec<String> = ["x", "y"].map(String::from).to_vec();
+        let message = data.align_classes(&model).unwrap_err().to_string();
+        assert!(message.contains("label \"z\""), "{message}");
+        assert!(message.contains("x, y"), "{message}");
+    }
+
+    #[test]
+    fn align_classes_keeps_numeric_ids() {
+        let mut data = small();
+        data.targets = Targets::Classes {
+            labels: vec![1, 0],
+            names: vec!["0".into(), "1".into()],
+        };
+        let model: Vec<String> = (0..10).map(|id| id.to_string()).collect();
+        data.align_classes(&model).expect("ids in range");
+        assert_eq!(data.labels(), Some(&[1, 0][..]));
+        assert_eq!(data.class_count(), Some(10));
     }
 }

@@ -196,6 +196,10 @@ pub struct CsvOptions {
     pub task: TaskKind,
     /// The field delimiter, `b','` by default.
     pub delimiter: u8,
+    /// Feature columns to read by header name, in this order, when the file has a header.
+    /// Other columns, the target included, are then ignored. When empty, or when the file has
+    /// no header, every column but the target is a feature, in file order.
+    pub feature_columns: Vec<String>,
 }
 
 impl Default for CsvOptions {
@@ -205,6 +209,7 @@ impl Default for CsvOptions {
             target: None,
             task: TaskKind::Classify,
             delimiter: b',',
+            feature_columns: Vec::new(),
         }
     }
 }

@@ -40,6 +40,7 @@ pub fn csv_options(config: &RunConfig) -> CsvOptions {
         target,
         task: config.data.task,
         delimiter: b',',
+        feature_columns: Vec::new(),
     }
 }
 

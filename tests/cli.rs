@@ -981,3 +981,33 @@ fn predict_missing_column_is_reported() {
     let o = predict_text(&model, dir.path(), "q.csv", "rooms,age\n3,10\n5,2\n");
     assert_bad_input(&o, "feature column \"area\" not found");
 }
+
+#[test]
+fn empty_parts_have_no_metrics() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "iris");
+    assert_ok(&gradus(&[
+        "train",
+        "--data",
+        "iris",
+        "--layers",
+        "8",
+        "--epochs",
+        "2",
+        "--validation-fraction",
+        "0",
+        "--test-fraction",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let s = summary(&out);
+    assert!(
+        s["test_accuracy"].is_null(),
+        "no test part: {}",
+        s["test_accuracy"]
+    );
+    assert!(s["test_loss"].is_null(), "no test part: {}", s["test_loss"]);
+    assert!(s["validation_accuracy"].is_null(), "no validation part");
+    assert!(s["train_loss"].as_f64().is_some_and(f64::is_finite));
+}

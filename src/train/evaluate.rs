@@ -123,7 +123,15 @@ fn accumulate(
 }
 
 fn finish(sums: &Sums, spec: &EvalSpec, data: &Prepared) -> Metrics {
-    let n = data.len.max(1) as f64;
+    // An empty part (for example --test-fraction 0) has no metrics: NaN and None, which
+    // summary.json writes as null, rather than a misleading 0.
+    if data.len == 0 {
+        return Metrics {
+            loss: f64::NAN,
+            ..Metrics::default()
+        };
+    }
+    let n = data.len as f64;
     let mut m = Metrics {
         loss: sums.loss / n,
         ..Metrics::default()

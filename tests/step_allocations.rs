@@ -133,7 +133,7 @@ fn steps_allocate_nothing() {
         for &precision in &precisions {
             for batch in [32, 256] {
                 // Rayon's scheduler may allocate once in a while when a worker wakes under
-                // load, so the fewest allocations of three measurements is checked; an
+                // load, so the test checks the fewest allocations of three measurements. An
                 // allocation in the step itself shows in every measurement.
                 let allocations = (0..3)
                     .map(|_| pool.install(|| allocations_in_steps(method, batch, 2, precision, 4)))

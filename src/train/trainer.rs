@@ -456,7 +456,9 @@ impl<'c> Run<'c> {
         let by_time = t
             .checkpoint_seconds
             .is_some_and(|s| last.elapsed().as_secs_f64() >= s);
-        let (mut wanted, mut stop) = (signal.is_some() || by_steps || by_time, signal.is_some());
+        let mut stop = signal.is_some();
+        let mut wanted = stop || by_steps || by_time;
+
         if self.group.size() > 1 {
             let mut votes = [f64::from(u8::from(wanted)), f64::from(u8::from(stop))];
             self.group.all_reduce_sum_f64(&mut votes);
@@ -465,6 +467,7 @@ impl<'c> Run<'c> {
         if !wanted {
             return Ok(());
         }
+
         self.fold_counters();
         if self.group.is_root() {
             self.save_checkpoint(dir)?;
@@ -473,6 +476,7 @@ impl<'c> Run<'c> {
         if !stop {
             return Ok(());
         }
+
         // A rank that did not receive the signal itself reports SIGTERM, the signal that
         // launchers forward to every rank.
         Err(Error::Interrupted {

@@ -8,9 +8,9 @@
 //! which does one product: a backward pass does two (parameter and input gradients), a tangent
 //! pass two (`x R{W}ᵀ` and `R{x} Wᵀ`), and a differentiated backward pass four.
 
-mod distributed;
+mod grouped;
 
-pub use distributed::DistributedObjective;
+pub use grouped::{BatchGroups, GroupScratch, GroupedObjective, DEFAULT_BATCH_GROUPS};
 
 use crate::nn::{Loss, Mode, Network, Workspace};
 use crate::tensor::Scalar;
@@ -116,6 +116,10 @@ pub struct NetworkObjective<'a, T: Scalar> {
     x: &'a [T],
     t: &'a [T],
     batch: usize,
+    /// Samples of the whole batch whose mean loss this batch is part of.
+    mean_over: usize,
+    /// Whether each gradient adds one to the counter's gradient evaluations.
+    counts_gradients: bool,
     mode: Mode,
     seed: u64,
     workspace: Workspace<T>,
@@ -177,6 +181,8 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
             x,
             t,
             batch,
+            mean_over: batch,
+            counts_gradients: true,
             mode,
             seed,
             workspace,
@@ -186,6 +192,25 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
             gradient_buffer: Vec::new(),
             counter,
         }
+    }
+
+    /// Makes this batch part of a larger one of `samples` samples: values, gradients and
+    /// curvature products become this batch's share of that batch's mean loss, so that the
+    /// shares of its parts add up to it without further scaling.
+    pub fn mean_over(mut self, samples: usize) -> Self {
+        assert!(
+            samples >= self.batch,
+            "a batch of {} samples is not part of {samples}",
+            self.batch
+        );
+        self.mean_over = samples;
+        self
+    }
+
+    /// Stops counting gradient evaluations, for a part of a batch whose whole counts them.
+    pub fn without_gradient_count(mut self) -> Self {
+        self.counts_gradients = false;
+        self
     }
 
     /// Returns the workspace for reuse.
@@ -210,7 +235,22 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
         let t = &self.t[..samples * self.network.output_size()];
         let counter = Arc::clone(&self.counter);
         let (network, loss, mode, seed) = (self.network, self.loss, self.mode, self.seed);
-        NetworkObjective::new(network, loss, x, t, samples, mode, seed, counter)
+        let mut first = NetworkObjective::new(network, loss, x, t, samples, mode, seed, counter);
+        first.counts_gradients = self.counts_gradients;
+        first
+    }
+
+    /// Returns an independent copy with a workspace of its own, sharing the evaluation
+    /// counter.
+    pub fn copy(&self) -> NetworkObjective<'a, T> {
+        let counter = Arc::clone(&self.counter);
+        let (network, loss, mode, seed) = (self.network, self.loss, self.mode, self.seed);
+        let mut copy = NetworkObjective::new(
+            network, loss, self.x, self.t, self.batch, mode, seed, counter,
+        )
+        .mean_over(self.mean_over);
+        copy.counts_gradients = self.counts_gradients;
+        copy
     }
 
     /// Samples in the batch.
@@ -264,7 +304,8 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
         net.tangent(&mut self.workspace, theta, v);
         let n = self.batch;
         let (z, rz, u) = self.workspace.output_tangent_and_rgrad_mut();
-        self.loss.hessian_product(z, self.t, n, rz, u);
+        self.loss
+            .hessian_product_of_part(z, self.t, n, self.mean_over, rz, u);
         self.counter.add(TANGENT_COST * n as u64);
     }
 }
@@ -276,17 +317,21 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
 
     fn value(&mut self, theta: &[T]) -> f64 {
         self.forward(theta);
-        self.loss.value(self.workspace.output(), self.t, self.batch)
+        let (n, mean_over) = (self.batch, self.mean_over);
+        self.loss
+            .value_of_part(self.workspace.output(), self.t, n, mean_over)
     }
 
     fn gradient(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
         self.forward(theta);
         let n = self.batch;
         let (z, dz) = self.workspace.output_and_gradient_mut();
-        let value = self.loss.gradient(z, self.t, n, dz);
+        let value = self.loss.gradient_of_part(z, self.t, n, self.mean_over, dz);
         self.network.backward(&mut self.workspace, theta, grad);
         self.counter.add(BACKWARD_COST * n as u64);
-        self.counter.add_gradient();
+        if self.counts_gradients {
+            self.counter.add_gradient();
+        }
         if self.reuse_passes {
             self.cached = Cached::Backward;
         }
@@ -315,17 +360,7 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
     }
 
     fn fork(&self) -> Option<Box<dyn Objective<T> + Send + '_>> {
-        let copy = NetworkObjective::new(
-            self.network,
-            self.loss,
-            self.x,
-            self.t,
-            self.batch,
-            self.mode,
-            self.seed,
-            Arc::clone(&self.counter),
-        );
-        Some(Box::new(copy))
+        Some(Box::new(self.copy()))
     }
 
     fn subset(&self, fraction: f64) -> Option<Box<dyn Objective<T> + '_>> {

@@ -3,7 +3,7 @@
 //! and added in a fixed tree, so the sums, and with them the whole run, do not
 //! depend on how many threads or ranks compute them.
 
-use super::{subset_size, Counter, NetworkObjective, Objective};
+use super::{subset_size, values_by_forks, Counter, NetworkObjective, Objective};
 use crate::dist::{all_reduce_tree, shard, tree_split, Collective, Element, Single};
 use crate::nn::{Loss, Mode, Network, Workspace};
 use crate::tensor::with_thread_limit;
@@ -97,7 +97,9 @@ fn gcd(a: usize, b: usize) -> usize {
 /// Buffers that a grouped objective keeps between steps, so that a training loop allocates
 /// nothing per step: one workspace per group of this rank, the groups' vectors, and the
 /// space of the sums across ranks.
-pub struct GroupScratch<T> {
+pub struct GroupScratch<T: Element> {
+    /// The last batch's list of groups, emptied, to hold the next batch's.
+    parts: Vec<NetworkObjective<'static, T>>,
     workspaces: Vec<Workspace<T>>,
     vectors: Vec<Vec<T>>,
     /// Empty vectors that stand in for `vectors` when a sum has no vector part.
@@ -107,9 +109,10 @@ pub struct GroupScratch<T> {
     values: Vec<f64>,
 }
 
-impl<T> Default for GroupScratch<T> {
+impl<T: Element> Default for GroupScratch<T> {
     fn default() -> Self {
         GroupScratch {
+            parts: Vec::new(),
             workspaces: Vec::new(),
             vectors: Vec::new(),
             empty: Vec::new(),
@@ -133,6 +136,13 @@ impl<T> Default for GroupScratch<T> {
 /// Every method call is a collective: all ranks must call the same methods in the same
 /// order, so on more than one rank [`Objective::fork`] returns `None`.
 pub struct GroupedObjective<'a, T: Element> {
+    network: &'a Network<T>,
+    loss: Loss,
+    mode: Mode,
+    seed: u64,
+    /// The inputs and targets of the whole batch, when this rank has them, for spreading
+    /// search candidates over the ranks.
+    whole: Option<(&'a [T], &'a [T])>,
     parts: Vec<NetworkObjective<'a, T>>,
     collective: &'a dyn Collective,
     layout: BatchGroups,
@@ -173,7 +183,8 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         );
         let mut scratch = scratch.unwrap_or_default();
         let groups = layout.rank_groups(rank);
-        let mut parts = Vec::with_capacity(groups.len());
+        let mut parts = recycle(std::mem::take(&mut scratch.parts));
+        parts.reserve(groups.len());
         for j in groups {
             let range = layout.group(j);
             let local = range.start - samples.start..range.end - samples.start;
@@ -204,6 +215,11 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
             v.resize(dim, T::zero());
         }
         GroupedObjective {
+            network,
+            loss,
+            mode,
+            seed,
+            whole: None,
             parts,
             collective,
             layout,
@@ -211,6 +227,26 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
             dim,
             counter,
         }
+    }
+
+    /// Gives this rank the inputs and targets of the whole batch, so that
+    /// [`Objective::candidate_values`] can spread candidates over the ranks: each rank then
+    /// evaluates its share of them on the whole batch, instead of every rank evaluating
+    /// every candidate on its part.
+    pub fn with_whole_batch(mut self, x: &'a [T], t: &'a [T]) -> Self {
+        let (din, dout) = (self.network.input_size(), self.network.output_size());
+        assert_eq!(
+            x.len(),
+            self.layout.batch() * din,
+            "inputs are not the whole batch"
+        );
+        assert_eq!(
+            t.len(),
+            self.layout.batch() * dout,
+            "targets are not the whole batch"
+        );
+        self.whole = Some((x, t));
+        self
     }
 
     /// The objective of a whole batch in one process, split into `groups` groups.
@@ -236,10 +272,12 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
     /// Returns the buffers for the next batch.
     pub fn into_scratch(self) -> GroupScratch<T> {
         let mut scratch = self.scratch;
+        let mut parts = self.parts;
         // Popped in reverse, so that each group gets its workspace back.
-        for part in self.parts.into_iter().rev() {
+        while let Some(part) = parts.pop() {
             scratch.workspaces.push(part.into_workspace());
         }
+        scratch.parts = recycle(parts);
         scratch
     }
 
@@ -295,6 +333,18 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         );
         total[0]
     }
+}
+
+/// Returns the allocation of an empty list of groups as a list for groups that borrow for
+/// another lifetime, so that a training loop does not allocate the list at every step.
+/// Collecting a vector's own iterator into a vector of an element of the same layout reuses
+/// its allocation.
+fn recycle<'b, T: Element>(parts: Vec<NetworkObjective<'_, T>>) -> Vec<NetworkObjective<'b, T>> {
+    debug_assert!(parts.is_empty(), "only an empty list changes its lifetime");
+    parts
+        .into_iter()
+        .map(|_| unreachable!("the list is empty"))
+        .collect()
 }
 
 /// Seed of group `j`'s dropout masks.
@@ -389,6 +439,41 @@ impl<T: Element> Objective<T> for GroupedObjective<'_, T> {
         self.counter.units()
     }
 
+    /// On several ranks with the whole batch at hand, each rank evaluates a contiguous share
+    /// of the candidates on the whole batch, split into the same groups, so every value is
+    /// bit for bit the one that all ranks would compute together. A sum over the ranks,
+    /// where each value comes from one rank and zeros from the others, then gives every rank
+    /// all values.
+    fn candidate_values(
+        &mut self,
+        base: &[T],
+        values: &mut [f64],
+        fill: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let ranks = self.collective.size();
+        let Some((x, t)) = self.whole.filter(|_| ranks > 1) else {
+            // One process forks; several ranks without the whole batch evaluate each
+            // candidate together.
+            return values_by_forks(self, base, values, fill);
+        };
+        let layout = BatchGroups::new(self.layout.batch(), self.layout.groups(), 1);
+        let counter = Arc::clone(&self.counter);
+        let (network, loss, mode, seed) = (self.network, self.loss, self.mode, self.seed);
+        let mut local = GroupedObjective::new(
+            network, loss, x, t, layout, mode, seed, counter, &Single, None,
+        );
+        let mine = shard(values.len(), self.collective.rank(), ranks);
+        let offset = mine.start;
+        let shifted = |i: usize, point: &mut [T]| fill(offset + i, point);
+        local.candidate_values(base, &mut values[mine.clone()], &shifted);
+        for (i, v) in values.iter_mut().enumerate() {
+            if !mine.contains(&i) {
+                *v = 0.0;
+            }
+        }
+        self.collective.all_reduce_sum_f64(values);
+    }
+
     /// Copies for other threads exist in one process only, because on several ranks every
     /// evaluation is a collective.
     fn fork(&self) -> Option<Box<dyn Objective<T> + Send + '_>> {
@@ -437,10 +522,17 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         layout: BatchGroups,
     ) -> GroupedObjective<'a, T> {
         let count = parts.len();
-        let mut scratch = GroupScratch::default();
-        scratch.vectors = vec![vec![T::zero(); self.dim]; count.saturating_sub(1)];
-        scratch.empty.resize_with(count.saturating_sub(1), Vec::new);
+        let scratch = GroupScratch {
+            vectors: vec![vec![T::zero(); self.dim]; count.saturating_sub(1)],
+            empty: vec![Vec::new(); count.saturating_sub(1)],
+            ..GroupScratch::default()
+        };
         GroupedObjective {
+            network: self.network,
+            loss: self.loss,
+            mode: self.mode,
+            seed: self.seed,
+            whole: None,
             parts,
             collective: self.collective,
             layout,
@@ -717,6 +809,28 @@ mod tests {
         assert_eq!(fork.value(&p.theta), value);
         let results = run_group(2, |group| p.on_rank(2, group).fork().is_none());
         assert_eq!(results, [true, true]);
+    }
+
+    #[test]
+    fn candidates_spread_over_ranks() {
+        let p = Problem::new(10);
+        let fill = |i: usize, point: &mut [f64]| point[0] = i as f64 * 0.1;
+        let mut expected = vec![0.0; 7];
+        p.grouped(2)
+            .candidate_values(&p.theta, &mut expected, &fill);
+        let results = run_group(2, |group| {
+            let mut objective = p.on_rank(2, group).with_whole_batch(&p.x, &p.t);
+            let mut values = vec![0.0; 7];
+            objective.candidate_values(&p.theta, &mut values, &fill);
+            (values, objective.evaluations())
+        });
+        for (values, _) in &results {
+            assert_eq!(values, &expected);
+        }
+        // Rank 0 evaluates candidates 0 to 2 and rank 1 the other four, each on all ten
+        // samples.
+        assert_eq!(results[0].1, 30);
+        assert_eq!(results[1].1, 40);
     }
 
     #[test]

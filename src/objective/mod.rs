@@ -87,11 +87,61 @@ pub trait Objective<T: Scalar> {
         None
     }
 
+    /// Writes the values of `values.len()` candidate points into `values`, for search
+    /// methods. `fill(i, point)` writes candidate `i` into a copy of `base`. The default is
+    /// [`values_by_forks`].
+    fn candidate_values(
+        &mut self,
+        base: &[T],
+        values: &mut [f64],
+        fill: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        values_by_forks(self, base, values, fill);
+    }
+
     /// Returns the same function over the first `ceil(fraction · batch)` samples of this
     /// batch (at least one), sharing the evaluation counter, for curvature products on part
     /// of the batch. `None` when the objective cannot be restricted.
     fn subset(&self, _fraction: f64) -> Option<Box<dyn Objective<T> + '_>> {
         None
+    }
+}
+
+/// Evaluates candidate points as [`Objective::candidate_values`] describes: split into one
+/// contiguous chunk per rayon thread, each evaluated by its own [`Objective::fork`], or in
+/// order on this thread when the objective cannot fork. Either way `values[i]` depends only
+/// on candidate `i`, not on the thread count.
+pub fn values_by_forks<T: Scalar, O: Objective<T> + ?Sized>(
+    objective: &mut O,
+    base: &[T],
+    values: &mut [f64],
+    fill: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    use rayon::prelude::*;
+    let count = values.len();
+    let threads = rayon::current_num_threads().min(count);
+    if threads > 1 {
+        let forks: Option<Vec<_>> = (0..threads).map(|_| objective.fork()).collect();
+        if let Some(forks) = forks {
+            let chunk = count.div_ceil(threads);
+            forks
+                .into_par_iter()
+                .zip(values.par_chunks_mut(chunk))
+                .enumerate()
+                .for_each(|(c, (mut fork, out))| {
+                    let mut point = base.to_vec();
+                    for (j, value) in out.iter_mut().enumerate() {
+                        fill(c * chunk + j, &mut point);
+                        *value = fork.value(&point);
+                    }
+                });
+            return;
+        }
+    }
+    let mut point = base.to_vec();
+    for (i, value) in values.iter_mut().enumerate() {
+        fill(i, &mut point);
+        *value = objective.value(&point);
     }
 }
 

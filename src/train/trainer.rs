@@ -407,7 +407,11 @@ impl<'c> Run<'c> {
                     let part = layout.rank_samples(rank);
                     let x = &train.x[part.start * din..part.end * din];
                     let t = &train.t[part.start * dout..part.end * dout];
-                    (train.len, self.step(x, t, layout, &ctx, &mut scratch)?)
+                    let whole = Some((&train.x[..], &train.t[..]));
+                    (
+                        train.len,
+                        self.step(x, t, whole, layout, &ctx, &mut scratch)?,
+                    )
                 } else {
                     let indices = batches.iter().nth(b).unwrap_or_default();
                     let n = indices.len();
@@ -417,7 +421,7 @@ impl<'c> Run<'c> {
                     let m = part.len();
                     gather(train, &indices[part.clone()], din, dout, &mut xb, &mut tb);
                     let (x, t) = (&xb[..m * din], &tb[..m * dout]);
-                    (n, self.step(x, t, layout, &ctx, &mut scratch)?)
+                    (n, self.step(x, t, None, layout, &ctx, &mut scratch)?)
                 };
                 observer.on_step(epoch, loss);
                 let p = &mut self.progress;
@@ -553,11 +557,14 @@ impl<'c> Run<'c> {
     }
 
     /// Takes one method step on a batch and returns its loss; a non-finite loss stops the run.
-    /// `x` and `t` hold this rank's part of the batch, and `layout` splits the whole batch.
+    /// `x` and `t` hold this rank's part of the batch, `whole` the whole batch when at hand,
+    /// and `layout` splits the whole batch.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         x: &[f32],
         t: &[f32],
+        whole: Option<(&[f32], &[f32])>,
         layout: BatchGroups,
         ctx: &StepContext,
         scratch: &mut Option<GroupScratch<f32>>,
@@ -575,6 +582,9 @@ impl<'c> Run<'c> {
             self.group,
             scratch.take(),
         );
+        if let Some((x, t)) = whole {
+            objective = objective.with_whole_batch(x, t);
+        }
         let report = self.method.step(&mut self.params, &mut objective, ctx);
         *scratch = Some(objective.into_scratch());
         let report = report?;

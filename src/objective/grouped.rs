@@ -1,7 +1,7 @@
 //! The objective of a batch split into groups of samples. Each group's value, gradient and
-//! curvature products are computed on their own, in parallel threads or on different ranks,
-//! and added in a fixed tree, so the sums, and with them the whole run, do not
-//! depend on how many threads or ranks compute them.
+//! curvature products are computed on their own, in parallel threads or on different ranks.
+//! They are added in a fixed tree, so the sums do not depend on how many threads or ranks
+//! compute them, and neither does the whole run.
 
 use super::{subset_size, values_by_forks, Counter, NetworkObjective, Objective};
 use crate::dist::{all_reduce_tree, shard, tree_split, Collective, Element, Single};
@@ -20,7 +20,7 @@ const PARALLEL_ADD_LEN: usize = 1 << 16;
 /// How a batch of `batch` samples splits into `groups` contiguous groups, and which groups
 /// each of `ranks` ranks computes.
 ///
-/// Group `j` holds samples `⌊batch·j/groups⌋..⌊batch·(j+1)/groups⌋`, so the groups depend on
+/// Group `j` contains samples `⌊batch·j/groups⌋..⌊batch·(j+1)/groups⌋`, so the groups depend on
 /// the batch and the group count only. Each rank takes `groups / ranks` consecutive groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchGroups {
@@ -41,7 +41,7 @@ impl BatchGroups {
         }
     }
 
-    /// The group count that `requested` groups become on `ranks` ranks.
+    /// Returns the group count that `requested` groups become on `ranks` ranks.
     pub fn effective(requested: usize, ranks: usize) -> usize {
         let (requested, ranks) = (requested.max(1), ranks.max(1));
         if requested.is_power_of_two() && ranks.is_power_of_two() {
@@ -61,10 +61,10 @@ impl BatchGroups {
         self.batch
     }
 
-    /// Whether each rank's groups form one subtree of the summation tree over all groups
-    /// ([`tree_split`]), so that the ranks' sums add up in the order of one process with
-    /// this many groups. Holds when each rank has a power-of-two number of groups, as it
-    /// does for any rank count when the requested group count is a power of two.
+    /// Returns whether each rank's groups form one subtree of the summation tree over all
+    /// groups ([`tree_split`]), so that the ranks' sums add up in the order of one process
+    /// with this many groups. That is so when each rank has a power-of-two number of groups,
+    /// as it has for any rank count when the requested group count is a power of two.
     pub fn fixed_order(&self) -> bool {
         (self.groups / self.ranks).is_power_of_two()
     }
@@ -126,10 +126,10 @@ impl<T: Element> Default for GroupScratch<T> {
 /// A rank's part of an objective over a batch that is split into groups (see
 /// [`BatchGroups`]).
 ///
-/// The loss is a mean over the batch, so each group computes its share of that mean (its
-/// loss sum over the batch size, see [`NetworkObjective::mean_over`]), and the shares are
-/// added in a fixed tree over the groups ([`tree_split`]; pairs `2i`, `2i + 1` first when
-/// the group count is a power of two). The groups of
+/// The loss is a mean over the batch, so each group computes its share of that mean: its
+/// loss sum over the batch size (see [`NetworkObjective::mean_over`]). The shares are added
+/// in a fixed tree over the groups ([`tree_split`]), which adds pairs `2i` and `2i + 1`
+/// first when the group count is a power of two. The groups of
 /// one rank run in parallel on its threads; the levels of the tree above a rank's groups are
 /// sums across ranks. With one rank the collective is [`Single`].
 ///
@@ -152,9 +152,10 @@ pub struct GroupedObjective<'a, T: Element> {
 }
 
 impl<'a, T: Element> GroupedObjective<'a, T> {
-    /// The objective of one batch on this rank of `collective`. `x` and `t` hold this rank's
-    /// samples, [`BatchGroups::rank_samples`]; `layout` splits the whole batch. Dropout masks
-    /// follow `seed` and the group, so they do not depend on the rank count.
+    /// Creates the objective of one batch on this rank of `collective`. `x` and `t` contain
+    /// this rank's samples ([`BatchGroups::rank_samples`]), and `layout` splits the whole
+    /// batch. Dropout masks follow `seed` and the group, so they do not depend on the rank
+    /// count.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         network: &'a Network<T>,
@@ -181,6 +182,7 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
             samples.len() * dout,
             "targets do not match the rank's samples"
         );
+
         let mut scratch = scratch.unwrap_or_default();
         let groups = layout.rank_groups(rank);
         let mut parts = recycle(std::mem::take(&mut scratch.parts));
@@ -205,6 +207,7 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
             .without_gradient_count();
             parts.push(objective);
         }
+
         let dim = network.param_count();
         let count = parts.len();
         scratch
@@ -230,7 +233,7 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
     }
 
     /// Gives this rank the inputs and targets of the whole batch, so that
-    /// [`Objective::candidate_values`] can spread candidates over the ranks: each rank then
+    /// [`Objective::candidate_values`] can spread candidates over the ranks. Each rank then
     /// evaluates its share of them on the whole batch, instead of every rank evaluating
     /// every candidate on its part.
     pub fn with_whole_batch(mut self, x: &'a [T], t: &'a [T]) -> Self {
@@ -249,7 +252,7 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         self
     }
 
-    /// The objective of a whole batch in one process, split into `groups` groups.
+    /// Creates the objective of a whole batch in one process, split into `groups` groups.
     #[allow(clippy::too_many_arguments)]
     pub fn single(
         network: &'a Network<T>,
@@ -281,7 +284,7 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         scratch
     }
 
-    /// How the batch is split.
+    /// Returns how the batch is split.
     pub fn layout(&self) -> BatchGroups {
         self.layout
     }
@@ -354,8 +357,8 @@ fn group_seed(seed: u64, j: usize) -> u64 {
 
 /// Computes the terms of `parts` and adds them in the tree of [`tree_split`]: the sum of the
 /// left subtree lands in `first`, that of the right one in `rest[split − 1]`, and then the
-/// second is added to the first. The subtrees run in parallel. `rest` holds one vector fewer
-/// than there are parts; with an empty `first` only the values are summed.
+/// second is added to the first. The subtrees run in parallel. `rest` contains one vector fewer
+/// than there are parts. With an empty `first` only the values are summed.
 fn tree_sum<'a, T: Element>(
     parts: &mut [NetworkObjective<'a, T>],
     first: &mut [T],
@@ -440,8 +443,8 @@ impl<T: Element> Objective<T> for GroupedObjective<'_, T> {
     }
 
     /// On several ranks with the whole batch at hand, each rank evaluates a contiguous share
-    /// of the candidates on the whole batch, split into the same groups, so every value is
-    /// bit for bit the one that all ranks would compute together. A sum over the ranks,
+    /// of the candidates on the whole batch. It splits the batch into the same groups, so
+    /// every value is bit for bit the one that all ranks would compute together. A sum over the ranks,
     /// where each value comes from one rank and zeros from the others, then gives every rank
     /// all values.
     fn candidate_values(
@@ -515,7 +518,7 @@ impl<T: Element> Objective<T> for GroupedObjective<'_, T> {
 }
 
 impl<'a, T: Element> GroupedObjective<'a, T> {
-    /// A grouped objective over other parts, with buffers of its own.
+    /// Creates a grouped objective over other parts, with buffers of its own.
     fn derived(
         &self,
         parts: Vec<NetworkObjective<'a, T>>,

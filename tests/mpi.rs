@@ -46,14 +46,6 @@ fn summary(dir: &Path) -> Value {
     serde_json::from_str(&text).expect("valid JSON")
 }
 
-fn assert_relative(a: f64, b: f64, what: &str) {
-    let error = (a - b).abs() / b.abs().max(1e-12);
-    assert!(
-        error <= 1e-5,
-        "{what}: {a} vs {b}, relative error {error:.2e}"
-    );
-}
-
 fn path_arg(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temporary path")
 }
@@ -109,14 +101,18 @@ fn two_ranks_match_single_process() {
     let (expected, found) = (epoch_losses(&single), epoch_losses(&rank0));
     assert_eq!(found.len(), 3);
     assert_eq!(expected.len(), 3);
-    for (epoch, (a, b)) in found.iter().zip(&expected).enumerate() {
-        assert_relative(a.0, b.0, &format!("training loss of epoch {}", epoch + 1));
-        assert_relative(a.1, b.1, &format!("validation loss of epoch {}", epoch + 1));
-    }
+    // The batch's two groups are added in one fixed order on one process and on two ranks,
+    // so the runs agree bit for bit.
+    assert_eq!(found, expected, "epoch losses");
+    let model = |dir: &Path| fs::read(dir.join("model.safetensors")).expect("model");
+    assert!(
+        model(&rank0) == model(&single),
+        "the final parameters differ"
+    );
     let (s, d) = (summary(&single), summary(&rank0));
     for key in ["test_loss", "train_loss"] {
         let (a, b) = (d[key].as_f64().expect(key), s[key].as_f64().expect(key));
-        assert_relative(a, b, key);
+        assert_eq!(a, b, "{key}");
     }
     assert_eq!(d["evaluations"], s["evaluations"]);
     for file in ["config.toml", "model.safetensors", "checkpoint.safetensors"] {

@@ -4,7 +4,7 @@
 
 use gradus::methods::{MethodSpec, StepContext};
 use gradus::nn::{self, Activation, Init, Loss, Mode, Network};
-use gradus::objective::{Counter, NetworkObjective};
+use gradus::objective::{Counter, GroupedObjective, DEFAULT_BATCH_GROUPS};
 use gradus::tensor::{Cpu, Precision};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,30 +79,31 @@ fn allocations_in_steps(
         t[row * classes + row % classes] = 1.0;
     }
 
-    let mut workspace = Some(network.workspace(batch));
+    let mut scratch = None;
     let warmup = 3;
     let mut before = 0;
     for step in 0..warmup + counted {
         if step == warmup {
             before = ALLOCATIONS.load(Ordering::SeqCst);
         }
-        let mut objective = NetworkObjective::with_workspace(
+        // The training loop's objective: the batch in groups on parallel threads.
+        let mut objective = GroupedObjective::single(
             &network,
             Loss::SoftmaxCrossEntropy,
             &x,
             &t,
-            batch,
+            DEFAULT_BATCH_GROUPS,
             Mode::Train,
             step as u64,
             Arc::clone(&counter),
-            workspace.take(),
+            scratch.take(),
         );
         let context = StepContext {
             step: step as u64,
             ..StepContext::default()
         };
         let report = method.step(&mut params, &mut objective, &context);
-        workspace = Some(objective.into_workspace());
+        scratch = Some(objective.into_scratch());
         assert!(report.expect("step succeeds").loss.is_finite());
     }
     ALLOCATIONS.load(Ordering::SeqCst) - before

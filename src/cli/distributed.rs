@@ -69,7 +69,13 @@ pub fn train(config: &RunConfig, options: &RunOptions, launch: &Launch) -> Resul
         let result = pool.install(|| train_distributed(config, options, &mut progress, &group));
         progress.finish();
         if let Some(summary) = result? {
-            println!("data-parallel over {} ranks", group.size());
+            println!(
+                "data-parallel over {} ranks, each batch in {} groups (one process with \
+                 --batch-groups {} computes the same sums)",
+                group.size(),
+                summary.batch_groups,
+                summary.batch_groups
+            );
             super::train::print_summary(&summary, &options.out);
         }
     } else {

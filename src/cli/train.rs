@@ -110,6 +110,11 @@ pub struct RunArgs {
     /// Drop the last incomplete batch of each epoch.
     #[arg(long)]
     drop_last: bool,
+    /// Split each batch into this many groups (default 2) that run in parallel and are added
+    /// in a fixed order; with a power of two, an mpirun job on up to this many ranks (a power
+    /// of two) gives the same numbers as one process.
+    #[arg(long)]
+    batch_groups: Option<usize>,
     /// Learning-rate schedule: cosine (over the run, the default), cosine:EPOCHS, constant,
     /// step:EPOCHS:GAMMA or exponential:GAMMA.
     #[arg(long)]
@@ -266,6 +271,7 @@ fn apply_overrides(config: &mut RunConfig, args: RunArgs) -> Result<()> {
     }
     let t = &mut config.training;
     set(&mut t.batch_size, args.batch_size);
+    set(&mut t.batch_groups, args.batch_groups);
     set(&mut t.epochs, args.epochs);
     set(&mut t.seed, args.seed);
     set(&mut t.threads, args.threads);

@@ -75,6 +75,22 @@ impl Collective for ThreadGroup {
         }
     }
 
+    fn all_gather_f32(&self, send: &[f32], all: &mut [f32]) {
+        let parts = self.exchange(send.iter().map(|&v| f64::from(v)));
+        for (block, part) in all.chunks_mut(send.len().max(1)).zip(&parts) {
+            for (v, &p) in block.iter_mut().zip(part) {
+                *v = p as f32;
+            }
+        }
+    }
+
+    fn all_gather_f64(&self, send: &[f64], all: &mut [f64]) {
+        let parts = self.exchange(send.iter().copied());
+        for (block, part) in all.chunks_mut(send.len().max(1)).zip(&parts) {
+            block.copy_from_slice(part);
+        }
+    }
+
     fn broadcast_f32(&self, values: &mut [f32]) {
         let all = self.exchange(values.iter().map(|&v| f64::from(v)));
         for (v, &root) in values.iter_mut().zip(&all[0]) {

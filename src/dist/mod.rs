@@ -55,6 +55,13 @@ pub trait Collective: Send + Sync {
         self.all_reduce_sum_f64(sum);
     }
 
+    /// Writes every rank's `send` into `all`, in rank order: `all` holds `size()` blocks of
+    /// `send.len()` values.
+    fn all_gather_f32(&self, send: &[f32], all: &mut [f32]);
+
+    /// Writes every rank's `send` into `all`, in rank order.
+    fn all_gather_f64(&self, send: &[f64], all: &mut [f64]);
+
     /// Copies rank 0's `values` into `values` on every other rank.
     fn broadcast_f32(&self, values: &mut [f32]);
 
@@ -94,6 +101,14 @@ impl Collective for Single {
 
     fn all_reduce_sum_f64(&self, _values: &mut [f64]) {}
 
+    fn all_gather_f32(&self, send: &[f32], all: &mut [f32]) {
+        all.copy_from_slice(send);
+    }
+
+    fn all_gather_f64(&self, send: &[f64], all: &mut [f64]) {
+        all.copy_from_slice(send);
+    }
+
     fn broadcast_f32(&self, _values: &mut [f32]) {}
 
     fn broadcast_f64(&self, _values: &mut [f64]) {}
@@ -109,6 +124,9 @@ pub trait Element: Scalar {
     /// Writes the element-wise sum of `send` over all ranks of `group` into `sum`.
     fn all_reduce_sum_from(group: &dyn Collective, send: &[Self], sum: &mut [Self]);
 
+    /// Writes every rank's `send` into `all`, in rank order.
+    fn all_gather(group: &dyn Collective, send: &[Self], all: &mut [Self]);
+
     /// Copies rank 0's `values` to every rank of `group`.
     fn broadcast(group: &dyn Collective, values: &mut [Self]);
 }
@@ -120,6 +138,10 @@ impl Element for f32 {
 
     fn all_reduce_sum_from(group: &dyn Collective, send: &[f32], sum: &mut [f32]) {
         group.all_reduce_sum_f32_from(send, sum);
+    }
+
+    fn all_gather(group: &dyn Collective, send: &[f32], all: &mut [f32]) {
+        group.all_gather_f32(send, all);
     }
 
     fn broadcast(group: &dyn Collective, values: &mut [f32]) {
@@ -136,8 +158,76 @@ impl Element for f64 {
         group.all_reduce_sum_f64_from(send, sum);
     }
 
+    fn all_gather(group: &dyn Collective, send: &[f64], all: &mut [f64]) {
+        group.all_gather_f64(send, all);
+    }
+
     fn broadcast(group: &dyn Collective, values: &mut [f64]) {
         group.broadcast_f64(values);
+    }
+}
+
+/// Where the fixed summation tree over `len > 1` terms splits them: the first
+/// `tree_split(len)` terms form the left subtree, the rest the right.
+///
+/// A power of two splits in halves. Any other length splits at a multiple of the largest
+/// power of two `b` that divides it, halving its `len / b` blocks of `b`. Then every aligned
+/// block of a power-of-two size that divides `len` is a subtree, so `len` terms spread over
+/// ranks in equal power-of-two shares add up in the same order on any rank count.
+pub fn tree_split(len: usize) -> usize {
+    debug_assert!(len > 1, "a tree over {len} terms has no split");
+    if len.is_power_of_two() {
+        return len / 2;
+    }
+    let block = 1 << len.trailing_zeros();
+    (len / block / 2) * block
+}
+
+/// Writes into `sum` the element-wise sum of `send` over the ranks of `group`, added in the
+/// tree of [`tree_split`] over the ranks when `fixed_order` holds, which makes the sum the
+/// same for any MPI library and equal to the same tree computed in one process. `gathered` is
+/// scratch space.
+///
+/// Two ranks need only the library's sum, because one addition does not depend on the order
+/// of its operands. More ranks gather every rank's vector and add them locally, which moves
+/// `size − 1` vectors instead of about two; without `fixed_order` they use the library's sum.
+// NOTE: a reduce-scatter in the same tree would move less for many ranks.
+pub fn all_reduce_tree<T: Element>(
+    group: &dyn Collective,
+    send: &[T],
+    sum: &mut [T],
+    gathered: &mut Vec<T>,
+    fixed_order: bool,
+) {
+    let size = group.size();
+    if size == 1 {
+        sum.copy_from_slice(send);
+        return;
+    }
+    if size == 2 || !fixed_order {
+        T::all_reduce_sum_from(group, send, sum);
+        return;
+    }
+    let n = send.len();
+    gathered.clear();
+    gathered.resize(size * n, T::zero());
+    T::all_gather(group, send, gathered);
+    add_tree(gathered, n);
+    sum.copy_from_slice(&gathered[..n]);
+}
+
+/// Adds the blocks of `n` values in `blocks` in the tree of [`tree_split`], leaving the sum
+/// in the first block.
+fn add_tree<T: Scalar>(blocks: &mut [T], n: usize) {
+    let count = blocks.len() / n.max(1);
+    if count < 2 {
+        return;
+    }
+    let (left, right) = blocks.split_at_mut(tree_split(count) * n);
+    add_tree(left, n);
+    add_tree(right, n);
+    for (a, &b) in left[..n].iter_mut().zip(&right[..n]) {
+        *a += b;
     }
 }
 
@@ -167,6 +257,62 @@ mod tests {
                     parts.iter().map(|p| p.len()).max().unwrap(),
                 );
                 assert!(max - min <= 1, "n {n}, size {size}: {parts:?}");
+            }
+        }
+    }
+
+    /// The ranges of the subtrees of the tree over `lo..hi`.
+    fn subtrees(lo: usize, hi: usize, found: &mut Vec<(usize, usize)>) {
+        found.push((lo, hi));
+        if hi - lo > 1 {
+            let mid = lo + tree_split(hi - lo);
+            subtrees(lo, mid, found);
+            subtrees(mid, hi, found);
+        }
+    }
+
+    #[test]
+    fn aligned_power_of_two_blocks_are_subtrees() {
+        for len in 1..=96 {
+            let mut found = Vec::new();
+            subtrees(0, len, &mut found);
+            let mut size = 1;
+            while len % size == 0 {
+                for start in (0..len).step_by(size) {
+                    assert!(
+                        found.contains(&(start, start + size)),
+                        "{start}..{} is no subtree of {len} terms",
+                        start + size
+                    );
+                }
+                size *= 2;
+            }
+        }
+        assert_eq!(tree_split(8), 4);
+        assert_eq!(tree_split(6), 2);
+        assert_eq!(tree_split(12), 4);
+        assert_eq!(tree_split(7), 3);
+    }
+
+    #[test]
+    fn tree_sum_over_ranks_is_the_same_on_every_rank() {
+        for size in [3, 4, 5, 6] {
+            let results = run_group(size, |g| {
+                // Values whose sum depends on the order of the additions.
+                let send = [
+                    1e8f32 * (g.rank() as f32 - 1.5),
+                    1.0 + g.rank() as f32 * 1e-7,
+                ];
+                let mut sum = [0.0f32; 2];
+                all_reduce_tree(g, &send, &mut sum, &mut Vec::new(), true);
+                sum
+            });
+            let mut blocks: Vec<f32> = (0..size)
+                .flat_map(|r| [1e8f32 * (r as f32 - 1.5), 1.0 + r as f32 * 1e-7])
+                .collect();
+            add_tree(&mut blocks, 2);
+            for sum in results {
+                assert_eq!(sum, [blocks[0], blocks[1]], "{size} ranks");
             }
         }
     }

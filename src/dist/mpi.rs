@@ -138,6 +138,18 @@ impl Collective for Mpi {
             .all_reduce_into(send, sum, SystemOperation::sum());
     }
 
+    fn all_gather_f32(&self, send: &[f32], all: &mut [f32]) {
+        let calls = self.calls();
+        let _armed = self.watchdog.guard("allgather");
+        calls.world.all_gather_into(send, all);
+    }
+
+    fn all_gather_f64(&self, send: &[f64], all: &mut [f64]) {
+        let calls = self.calls();
+        let _armed = self.watchdog.guard("allgather");
+        calls.world.all_gather_into(send, all);
+    }
+
     fn broadcast_f32(&self, values: &mut [f32]) {
         let calls = self.calls();
         let _armed = self.watchdog.guard("broadcast");

@@ -86,6 +86,12 @@ impl Loss {
 
     /// Returns the mean loss over the batch.
     pub fn value<T: Scalar>(self, z: &[T], t: &[T], batch: usize) -> f64 {
+        self.value_of_part(z, t, batch, batch)
+    }
+
+    /// Returns the `batch` rows' share of the mean loss over `mean_over` rows: their loss sum
+    /// over `mean_over`. Parts of one batch computed apart add up to the batch's mean.
+    pub fn value_of_part<T: Scalar>(self, z: &[T], t: &[T], batch: usize, mean_over: usize) -> f64 {
         debug_assert_eq!(z.len(), t.len());
         if batch == 0 {
             return 0.0;
@@ -108,16 +114,29 @@ impl Loss {
                 .map(|(z, t)| softplus(z.as_f64()) - t.as_f64() * z.as_f64())
                 .sum(),
         };
-        total / self.divisor(batch, width)
+        total / self.divisor(mean_over, width)
     }
 
     /// Writes `∂L/∂z` into `dz` and returns the mean loss.
     pub fn gradient<T: Scalar>(self, z: &[T], t: &[T], batch: usize, dz: &mut [T]) -> f64 {
+        self.gradient_of_part(z, t, batch, batch, dz)
+    }
+
+    /// Writes the gradient of [`Loss::value_of_part`] with respect to `z` into `dz` and
+    /// returns the value.
+    pub fn gradient_of_part<T: Scalar>(
+        self,
+        z: &[T],
+        t: &[T],
+        batch: usize,
+        mean_over: usize,
+        dz: &mut [T],
+    ) -> f64 {
         if batch == 0 {
             return 0.0;
         }
         let width = z.len() / batch;
-        let scale = 1.0 / self.divisor(batch, width);
+        let scale = 1.0 / self.divisor(mean_over, width);
         match self {
             Loss::SoftmaxCrossEntropy => {
                 // ∂/∂z_j of Σ_k t_k (lse − z_k) = s p_j − t_j, with s = Σ_k t_k. The loss
@@ -137,7 +156,7 @@ impl Loss {
                     }
                     total += row;
                 }
-                return total / self.divisor(batch, width);
+                return total / self.divisor(mean_over, width);
             }
             Loss::MeanSquaredError => {
                 for ((d, z), t) in dz.iter_mut().zip(z).zip(t) {
@@ -150,7 +169,7 @@ impl Loss {
                 }
             }
         }
-        self.value(z, t, batch)
+        self.value_of_part(z, t, batch, mean_over)
     }
 
     /// Writes `H_L v` into `out`, where `H_L = ∂²L/∂z²` at `z`. `H_L` is positive semidefinite
@@ -163,11 +182,25 @@ impl Loss {
         v: &[T],
         out: &mut [T],
     ) {
+        self.hessian_product_of_part(z, t, batch, batch, v, out);
+    }
+
+    /// Writes the product of [`Loss::value_of_part`]'s Hessian with respect to `z` with `v`
+    /// into `out`.
+    pub fn hessian_product_of_part<T: Scalar>(
+        self,
+        z: &[T],
+        t: &[T],
+        batch: usize,
+        mean_over: usize,
+        v: &[T],
+        out: &mut [T],
+    ) {
         if batch == 0 {
             return;
         }
         let width = z.len() / batch;
-        let scale = 1.0 / self.divisor(batch, width);
+        let scale = 1.0 / self.divisor(mean_over, width);
         match self {
             Loss::SoftmaxCrossEntropy => {
                 // Per sample H = s (diag(p) − p pᵀ), so H v = s p ⊙ (v − pᵀv).

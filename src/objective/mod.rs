@@ -8,9 +8,9 @@
 //! which does one product: a backward pass does two (parameter and input gradients), a tangent
 //! pass two (`x R{W}ᵀ` and `R{x} Wᵀ`), and a differentiated backward pass four.
 
-mod distributed;
+mod grouped;
 
-pub use distributed::DistributedObjective;
+pub use grouped::{BatchGroups, GroupScratch, GroupedObjective, DEFAULT_BATCH_GROUPS};
 
 use crate::nn::{Loss, Mode, Network, Workspace};
 use crate::tensor::Scalar;
@@ -87,11 +87,61 @@ pub trait Objective<T: Scalar> {
         None
     }
 
+    /// Writes the values of `values.len()` candidate points into `values`, for search
+    /// methods. `fill(i, point)` writes candidate `i` into a copy of `base`. The default is
+    /// [`values_by_forks`].
+    fn candidate_values(
+        &mut self,
+        base: &[T],
+        values: &mut [f64],
+        fill: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        values_by_forks(self, base, values, fill);
+    }
+
     /// Returns the same function over the first `ceil(fraction · batch)` samples of this
     /// batch (at least one), sharing the evaluation counter, for curvature products on part
     /// of the batch. `None` when the objective cannot be restricted.
     fn subset(&self, _fraction: f64) -> Option<Box<dyn Objective<T> + '_>> {
         None
+    }
+}
+
+/// Evaluates candidate points as [`Objective::candidate_values`] describes: split into one
+/// contiguous chunk per rayon thread, each evaluated by its own [`Objective::fork`], or in
+/// order on this thread when the objective cannot fork. Either way `values[i]` depends only
+/// on candidate `i`, not on the thread count.
+pub fn values_by_forks<T: Scalar, O: Objective<T> + ?Sized>(
+    objective: &mut O,
+    base: &[T],
+    values: &mut [f64],
+    fill: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    use rayon::prelude::*;
+    let count = values.len();
+    let threads = rayon::current_num_threads().min(count);
+    if threads > 1 {
+        let forks: Option<Vec<_>> = (0..threads).map(|_| objective.fork()).collect();
+        if let Some(forks) = forks {
+            let chunk = count.div_ceil(threads);
+            forks
+                .into_par_iter()
+                .zip(values.par_chunks_mut(chunk))
+                .enumerate()
+                .for_each(|(c, (mut fork, out))| {
+                    let mut point = base.to_vec();
+                    for (j, value) in out.iter_mut().enumerate() {
+                        fill(c * chunk + j, &mut point);
+                        *value = fork.value(&point);
+                    }
+                });
+            return;
+        }
+    }
+    let mut point = base.to_vec();
+    for (i, value) in values.iter_mut().enumerate() {
+        fill(i, &mut point);
+        *value = objective.value(&point);
     }
 }
 
@@ -116,6 +166,10 @@ pub struct NetworkObjective<'a, T: Scalar> {
     x: &'a [T],
     t: &'a [T],
     batch: usize,
+    /// Samples of the whole batch whose mean loss this batch is part of.
+    mean_over: usize,
+    /// Whether each gradient adds one to the counter's gradient evaluations.
+    counts_gradients: bool,
     mode: Mode,
     seed: u64,
     workspace: Workspace<T>,
@@ -177,6 +231,8 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
             x,
             t,
             batch,
+            mean_over: batch,
+            counts_gradients: true,
             mode,
             seed,
             workspace,
@@ -186,6 +242,25 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
             gradient_buffer: Vec::new(),
             counter,
         }
+    }
+
+    /// Makes this batch part of a larger one of `samples` samples: values, gradients and
+    /// curvature products become this batch's share of that batch's mean loss, so that the
+    /// shares of its parts add up to it without further scaling.
+    pub fn mean_over(mut self, samples: usize) -> Self {
+        assert!(
+            samples >= self.batch,
+            "a batch of {} samples is not part of {samples}",
+            self.batch
+        );
+        self.mean_over = samples;
+        self
+    }
+
+    /// Stops counting gradient evaluations, for a part of a batch whose whole counts them.
+    pub fn without_gradient_count(mut self) -> Self {
+        self.counts_gradients = false;
+        self
     }
 
     /// Returns the workspace for reuse.
@@ -210,7 +285,22 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
         let t = &self.t[..samples * self.network.output_size()];
         let counter = Arc::clone(&self.counter);
         let (network, loss, mode, seed) = (self.network, self.loss, self.mode, self.seed);
-        NetworkObjective::new(network, loss, x, t, samples, mode, seed, counter)
+        let mut first = NetworkObjective::new(network, loss, x, t, samples, mode, seed, counter);
+        first.counts_gradients = self.counts_gradients;
+        first
+    }
+
+    /// Returns an independent copy with a workspace of its own, sharing the evaluation
+    /// counter.
+    pub fn copy(&self) -> NetworkObjective<'a, T> {
+        let counter = Arc::clone(&self.counter);
+        let (network, loss, mode, seed) = (self.network, self.loss, self.mode, self.seed);
+        let mut copy = NetworkObjective::new(
+            network, loss, self.x, self.t, self.batch, mode, seed, counter,
+        )
+        .mean_over(self.mean_over);
+        copy.counts_gradients = self.counts_gradients;
+        copy
     }
 
     /// Samples in the batch.
@@ -264,7 +354,8 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
         net.tangent(&mut self.workspace, theta, v);
         let n = self.batch;
         let (z, rz, u) = self.workspace.output_tangent_and_rgrad_mut();
-        self.loss.hessian_product(z, self.t, n, rz, u);
+        self.loss
+            .hessian_product_of_part(z, self.t, n, self.mean_over, rz, u);
         self.counter.add(TANGENT_COST * n as u64);
     }
 }
@@ -276,17 +367,21 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
 
     fn value(&mut self, theta: &[T]) -> f64 {
         self.forward(theta);
-        self.loss.value(self.workspace.output(), self.t, self.batch)
+        let (n, mean_over) = (self.batch, self.mean_over);
+        self.loss
+            .value_of_part(self.workspace.output(), self.t, n, mean_over)
     }
 
     fn gradient(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
         self.forward(theta);
         let n = self.batch;
         let (z, dz) = self.workspace.output_and_gradient_mut();
-        let value = self.loss.gradient(z, self.t, n, dz);
+        let value = self.loss.gradient_of_part(z, self.t, n, self.mean_over, dz);
         self.network.backward(&mut self.workspace, theta, grad);
         self.counter.add(BACKWARD_COST * n as u64);
-        self.counter.add_gradient();
+        if self.counts_gradients {
+            self.counter.add_gradient();
+        }
         if self.reuse_passes {
             self.cached = Cached::Backward;
         }
@@ -315,17 +410,7 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
     }
 
     fn fork(&self) -> Option<Box<dyn Objective<T> + Send + '_>> {
-        let copy = NetworkObjective::new(
-            self.network,
-            self.loss,
-            self.x,
-            self.t,
-            self.batch,
-            self.mode,
-            self.seed,
-            Arc::clone(&self.counter),
-        );
-        Some(Box::new(copy))
+        Some(Box::new(self.copy()))
     }
 
     fn subset(&self, fraction: f64) -> Option<Box<dyn Objective<T> + '_>> {

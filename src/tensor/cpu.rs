@@ -4,6 +4,7 @@
 use super::{Kernels, Precision, Scalar, Transpose};
 use rayon::prelude::*;
 use std::any::TypeId;
+use std::cell::Cell;
 
 /// Below this many multiply-adds a matrix product runs on one thread. Such a product takes
 /// under about 5 µs on one core (200 GFLOP/s), too little to pay for waking a second
@@ -53,7 +54,7 @@ impl Cpu {
     /// Returns the number of threads for a product of `flops` multiply-adds.
     fn parts(&self, flops: usize) -> usize {
         if flops >= PARALLEL_GEMM_FLOPS {
-            self.threads
+            self.threads.min(thread_limit())
         } else {
             1
         }
@@ -65,6 +66,30 @@ impl Cpu {
             n => gemm::Parallelism::Rayon(n),
         }
     }
+}
+
+thread_local! {
+    static THREAD_LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn thread_limit() -> usize {
+    THREAD_LIMIT.with(Cell::get)
+}
+
+/// Runs `work` with the kernels that it calls on this thread split over at most `threads`
+/// threads, for callers that already run several computations side by side. The split does
+/// not change any result: each output element is computed the same way on any thread count.
+pub fn with_thread_limit<R>(threads: usize, work: impl FnOnce() -> R) -> R {
+    let previous = THREAD_LIMIT.with(|limit| limit.replace(threads.max(1)));
+    // Restores the limit when `work` returns or unwinds.
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_LIMIT.with(|limit| limit.set(self.0));
+        }
+    }
+    let _restore = Restore(previous);
+    work()
 }
 
 /// Returns `x` as an f32 slice when `T` is `f32`.
@@ -304,7 +329,7 @@ impl<T: Scalar> Kernels<T> for Cpu {
 
     fn add_row_vector(&self, c: &mut [T], bias: &[T]) {
         let n = bias.len();
-        if self.threads > 1 && c.len() >= PARALLEL_ELEMENTS {
+        if self.threads.min(thread_limit()) > 1 && c.len() >= PARALLEL_ELEMENTS {
             c.par_chunks_mut(n).for_each(|row| add_assign(row, bias));
         } else {
             c.chunks_mut(n).for_each(|row| add_assign(row, bias));

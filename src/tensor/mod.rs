@@ -13,7 +13,7 @@ mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod matmul_bf16;
 
-pub use cpu::Cpu;
+pub use cpu::{with_thread_limit, Cpu};
 
 use serde::{Deserialize, Serialize};
 use std::fmt::{Debug, Display};

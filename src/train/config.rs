@@ -96,6 +96,9 @@ impl Default for ModelConfig {
     }
 }
 
+/// Largest accepted `batch_groups`.
+const MAX_BATCH_GROUPS: usize = 64;
+
 /// Training loop settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -106,6 +109,10 @@ pub struct TrainingConfig {
     pub batch_size: usize,
     /// Whether to drop the last incomplete batch of each epoch.
     pub drop_last: bool,
+    /// Groups that each batch splits into. The groups run in parallel and their sums are
+    /// added in a fixed pairwise tree, so that with a power of two here, a data-parallel run
+    /// on a power-of-two rank count up to this gives the same numbers as one process.
+    pub batch_groups: usize,
     /// Seed for splitting, shuffling, initialisation and dropout.
     pub seed: u64,
     /// Worker threads; 0 uses all cores.
@@ -141,6 +148,7 @@ impl Default for TrainingConfig {
             epochs: 100,
             batch_size: 32,
             drop_last: false,
+            batch_groups: crate::objective::DEFAULT_BATCH_GROUPS,
             seed: 0,
             threads: 0,
             patience: Some(10),
@@ -216,6 +224,14 @@ impl RunConfig {
         let t = &self.training;
         if t.batch_size == 0 {
             return Err(Error::setting("batch-size", 0, "must be at least 1"));
+        }
+        let groups = t.batch_groups;
+        if groups == 0 || groups > MAX_BATCH_GROUPS {
+            return Err(Error::setting(
+                "batch-groups",
+                groups,
+                &format!("must be from 1 to {MAX_BATCH_GROUPS} (a power of two, such as 2)"),
+            ));
         }
         if let Some(limit) = t.time_limit_seconds {
             if !(limit.is_finite() && limit > 0.0) {

@@ -9,10 +9,10 @@ use super::model;
 use super::prepare::{setup, Setup};
 use super::ranks::{broadcast_epoch_scores, sum_count};
 use crate::data::{Batches, TaskKind};
-use crate::dist::{shard, Collective, Single};
+use crate::dist::{Collective, Single};
 use crate::methods::{Batching, LrSchedule, Method, StepContext};
 use crate::nn::{Mode, Network, Workspace};
-use crate::objective::{Counter, DistributedObjective, NetworkObjective};
+use crate::objective::{BatchGroups, Counter, GroupScratch, GroupedObjective};
 use crate::tensor::{flush_denormals, Cpu};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,14 @@ pub struct Summary {
     pub samples: [usize; 3],
     /// The seed.
     pub seed: u64,
+    /// Groups that each batch was split into over all ranks; one process with
+    /// `--batch-groups` set to this computes the same sums.
+    #[serde(default = "one_group")]
+    pub batch_groups: usize,
+}
+
+fn one_group() -> usize {
+    1
 }
 
 /// Receives progress from the loop; the binary draws bars and logs through it.
@@ -372,6 +380,7 @@ impl<'c> Run<'c> {
         let (din, dout) = (self.network.input_size(), self.network.output_size());
         let full = self.method.batching() == Batching::FullBatch;
         let (rank, ranks) = (self.group.rank(), self.group.size());
+        let groups = self.requested_groups();
         let capacity = if full {
             train.len.div_ceil(ranks)
         } else {
@@ -379,7 +388,7 @@ impl<'c> Run<'c> {
         };
         let mut xb = vec![0.0f32; capacity * din];
         let mut tb = vec![0.0f32; capacity * dout];
-        let mut workspace = Some(self.network.workspace(capacity));
+        let mut scratch = Some(GroupScratch::default());
         let mut batches = Batches::new(train.len, batch_size, t.drop_last, None)?;
         let mut last_checkpoint = Instant::now();
 
@@ -394,27 +403,25 @@ impl<'c> Run<'c> {
                 let ctx = self.context(epoch);
                 lr_factor = ctx.lr_factor;
                 let (n, loss) = if full {
-                    let part = shard(train.len, rank, ranks);
+                    let layout = BatchGroups::new(train.len, groups, ranks);
+                    let part = layout.rank_samples(rank);
                     let x = &train.x[part.start * din..part.end * din];
                     let t = &train.t[part.start * dout..part.end * dout];
-                    let portion = Portion {
-                        offset: part.start,
-                        batch: train.len,
-                    };
-                    (train.len, self.step(x, t, portion, &ctx, &mut workspace)?)
+                    let whole = Some((&train.x[..], &train.t[..]));
+                    (
+                        train.len,
+                        self.step(x, t, whole, layout, &ctx, &mut scratch)?,
+                    )
                 } else {
                     let indices = batches.iter().nth(b).unwrap_or_default();
                     let n = indices.len();
                     // Every rank shuffles alike, so each takes its part of the same batch.
-                    let part = shard(n, rank, ranks);
+                    let layout = BatchGroups::new(n, groups, ranks);
+                    let part = layout.rank_samples(rank);
                     let m = part.len();
                     gather(train, &indices[part.clone()], din, dout, &mut xb, &mut tb);
-                    let portion = Portion {
-                        offset: part.start,
-                        batch: n,
-                    };
                     let (x, t) = (&xb[..m * din], &tb[..m * dout]);
-                    (n, self.step(x, t, portion, &ctx, &mut workspace)?)
+                    (n, self.step(x, t, None, layout, &ctx, &mut scratch)?)
                 };
                 observer.on_step(epoch, loss);
                 let p = &mut self.progress;
@@ -538,40 +545,48 @@ impl<'c> Run<'c> {
         }
     }
 
+    /// Groups per batch before the rank count is taken into account. Batch normalisation
+    /// updates the network's running statistics in every forward pass, so its batches stay
+    /// whole in one process.
+    fn requested_groups(&self) -> usize {
+        if self.network.buffer_count() > 0 {
+            1
+        } else {
+            self.config.training.batch_groups
+        }
+    }
+
     /// Takes one method step on a batch and returns its loss; a non-finite loss stops the run.
-    /// `x` and `t` hold this rank's part of the batch, which `portion` places in the whole.
+    /// `x` and `t` hold this rank's part of the batch, `whole` the whole batch when at hand,
+    /// and `layout` splits the whole batch.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         x: &[f32],
         t: &[f32],
-        portion: Portion,
+        whole: Option<(&[f32], &[f32])>,
+        layout: BatchGroups,
         ctx: &StepContext,
-        workspace: &mut Option<Workspace<f32>>,
+        scratch: &mut Option<GroupScratch<f32>>,
     ) -> Result<f64> {
         let seed = epoch_seed(self.config.training.seed, ctx.step as usize) ^ 0xD1B5;
-        let n = x.len() / self.network.input_size();
-        let local = NetworkObjective::with_workspace(
+        let mut objective = GroupedObjective::new(
             &self.network,
             self.setup.info.loss,
             x,
             t,
-            n,
+            layout,
             Mode::Train,
             seed,
             Arc::clone(&self.counter),
-            workspace.take(),
+            self.group,
+            scratch.take(),
         );
-        let (report, local) = if self.group.size() > 1 {
-            let mut objective =
-                DistributedObjective::new(local, self.group, portion.offset, portion.batch);
-            let report = self.method.step(&mut self.params, &mut objective, ctx);
-            (report, objective.into_local())
-        } else {
-            let mut objective = local;
-            let report = self.method.step(&mut self.params, &mut objective, ctx);
-            (report, objective)
-        };
-        *workspace = Some(local.into_workspace());
+        if let Some((x, t)) = whole {
+            objective = objective.with_whole_batch(x, t);
+        }
+        let report = self.method.step(&mut self.params, &mut objective, ctx);
+        *scratch = Some(objective.into_scratch());
         let report = report?;
         self.progress.steps += 1;
         if report.skipped {
@@ -711,19 +726,11 @@ impl<'c> Run<'c> {
                 self.setup.test.len,
             ],
             seed: self.config.training.seed,
+            batch_groups: BatchGroups::effective(self.requested_groups(), self.group.size()),
         };
         write_json(&dir.join("summary.json"), &summary)?;
         Ok(summary)
     }
-}
-
-/// The position of a rank's part of a batch in the whole batch.
-#[derive(Clone, Copy)]
-struct Portion {
-    /// Index of the part's first sample in the batch.
-    offset: usize,
-    /// Samples in the whole batch, over all ranks.
-    batch: usize,
 }
 
 #[derive(Clone, Copy)]

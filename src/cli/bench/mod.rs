@@ -110,6 +110,10 @@ struct ModelArgs {
     /// Worker threads for both frameworks.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Groups that each batch of this framework splits into, as `gradus train
+    /// --batch-groups`.
+    #[arg(long, default_value_t = gradus::objective::DEFAULT_BATCH_GROUPS)]
+    batch_groups: usize,
     /// Untimed steps before the timed epoch.
     #[arg(long, default_value_t = 20)]
     warmup_steps: usize,
@@ -381,6 +385,7 @@ fn run_ours(
     command.args(["--threads", &args.threads.to_string()]);
     command.args(["--warmup-steps", &args.warmup_steps.to_string()]);
     command.args(["--precision", &precision.to_string()]);
+    command.args(["--batch-groups", &args.batch_groups.to_string()]);
     run_child(command, "gradus worker")
 }
 

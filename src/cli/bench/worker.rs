@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use gradus::methods::{MethodSpec, StepContext};
 use gradus::nn::{Init, Loss, Mode, Network};
-use gradus::objective::{Counter, NetworkObjective};
+use gradus::objective::{Counter, GroupedObjective, DEFAULT_BATCH_GROUPS};
 use gradus::tensor::{flush_denormals, Cpu, Precision};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +33,8 @@ pub(super) struct WorkerArgs {
     pub(super) warmup_steps: usize,
     #[arg(long, default_value = "f32")]
     pub(super) precision: Precision,
+    #[arg(long, default_value_t = DEFAULT_BATCH_GROUPS)]
+    pub(super) batch_groups: usize,
 }
 
 pub(super) fn run_worker(args: WorkerArgs) -> Result<()> {
@@ -58,7 +60,7 @@ fn train_epoch(data: &BenchData, args: &WorkerArgs) -> Result<RunResult> {
     let counter = Arc::new(Counter::default());
 
     let batch = args.batch;
-    let mut workspace = Some(network.workspace(batch));
+    let mut scratch = None;
     let mut xb = vec![0.0f32; batch * FEATURES];
     let mut tb = vec![0.0f32; batch * CLASSES];
     let batches: Vec<&[usize]> = data.order.chunks(batch).collect();
@@ -70,23 +72,23 @@ fn train_epoch(data: &BenchData, args: &WorkerArgs) -> Result<RunResult> {
                 .copy_from_slice(&data.x[i * FEATURES..(i + 1) * FEATURES]);
             tb[k * CLASSES + data.labels[i] as usize] = 1.0;
         }
-        let mut objective = NetworkObjective::with_workspace(
+        let mut objective = GroupedObjective::single(
             &network,
             Loss::SoftmaxCrossEntropy,
             &xb[..n * FEATURES],
             &tb[..n * CLASSES],
-            n,
+            args.batch_groups,
             Mode::Train,
             index as u64,
             Arc::clone(&counter),
-            workspace.take(),
+            scratch.take(),
         );
         let context = StepContext {
             step: index as u64,
             ..StepContext::default()
         };
         let report = method.step(&mut params, &mut objective, &context);
-        workspace = Some(objective.into_workspace());
+        scratch = Some(objective.into_scratch());
         Ok(report?.loss)
     };
 

@@ -7,51 +7,22 @@ use crate::objective::{Counter, Objective};
 use crate::tensor::Scalar;
 use crate::{Error, Result};
 use rand::SeedableRng;
-use rayon::prelude::*;
 use std::sync::Arc;
 
 /// The generator behind every random choice of the search methods. A run is reproducible from
 /// its seed because ChaCha8's stream is fixed for a seed across platforms and crate versions.
 pub(crate) type Rng = rand_chacha::ChaCha8Rng;
 
-/// Evaluates `values.len()` candidate points and writes their values into `values`.
-///
-/// Each worker starts from a copy of `base` and calls `fill(i, point)` to write candidate `i`
-/// into it, so `fill` only needs to write the coordinates that differ from `base`. Candidates
-/// are split into one contiguous chunk per rayon thread, each evaluated by its own
-/// [`Objective::fork`]. When the objective cannot fork, the calling thread evaluates them in
-/// order. Either way `values[i]` depends only on candidate `i`, not on the thread count.
+/// Evaluates `values.len()` candidate points and writes their values into `values`; see
+/// [`Objective::candidate_values`]. `fill(i, point)` writes candidate `i` into a copy of
+/// `base`, so it only needs to write the coordinates that differ from `base`.
 pub(crate) fn evaluate_candidates<T: Scalar>(
     objective: &mut dyn Objective<T>,
     base: &[T],
     values: &mut [f64],
     fill: &(dyn Fn(usize, &mut [T]) + Sync),
 ) {
-    let count = values.len();
-    let threads = rayon::current_num_threads().min(count);
-    if threads > 1 {
-        let forks: Option<Vec<_>> = (0..threads).map(|_| objective.fork()).collect();
-        if let Some(forks) = forks {
-            let chunk = count.div_ceil(threads);
-            forks
-                .into_par_iter()
-                .zip(values.par_chunks_mut(chunk))
-                .enumerate()
-                .for_each(|(c, (mut fork, out))| {
-                    let mut point = base.to_vec();
-                    for (j, value) in out.iter_mut().enumerate() {
-                        fill(c * chunk + j, &mut point);
-                        *value = fork.value(&point);
-                    }
-                });
-            return;
-        }
-    }
-    let mut point = base.to_vec();
-    for (i, value) in values.iter_mut().enumerate() {
-        fill(i, &mut point);
-        *value = objective.value(&point);
-    }
+    objective.candidate_values(base, values, fill);
 }
 
 /// Returns the index of the smallest value, the first one on ties, skipping NaN. `None` when

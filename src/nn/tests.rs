@@ -112,7 +112,7 @@ impl Case {
         let mut ws = self.net.workspace(self.batch);
         self.net
             .forward(&mut ws, &self.theta, &self.x, self.batch, mode, 11);
-        let jv = self.net.tangent(&mut ws, &self.theta, &v).to_vec();
+        let jv = self.net.tangent(&mut ws, &self.theta, &self.x, &v).to_vec();
         let plus = self.outputs(&self.shifted(&v, STEP), mode);
         let minus = self.outputs(&self.shifted(&v, -STEP), mode);
         let numeric_jv: Vec<f64> = plus

@@ -247,8 +247,11 @@ pub unsafe fn broadcast_tile_and_store<const NV: usize>(
 ///
 /// The CPU must support AVX-512F. `c` (and `relu`, if not null) must be valid for the rows
 /// and lanes stored, `bias` (if not null) for the lanes of one row.
-#[inline]
-#[target_feature(enable = "avx512f")]
+///
+/// The function has no target features of its own, so that it is inlined into the tile
+/// functions that call it and the accumulators stay in registers. Callers without AVX-512F
+/// enabled would run each intrinsic as a call.
+#[inline(always)]
 pub unsafe fn store_broadcast_tile<const NV: usize>(
     acc: &BroadcastAcc,
     rows: usize,

@@ -33,7 +33,8 @@ pub struct Network<T: Scalar> {
 /// grows them once.
 ///
 /// Index `i` of `act`, `grad`, `tan` and `rgrad` is the boundary before layer `i`; the last
-/// index is the network output.
+/// index is the network output. Index 0 is the network input, which the passes read from
+/// the caller's slice, so its buffers stay empty.
 pub struct Workspace<T> {
     capacity: usize,
     batch: usize,
@@ -224,7 +225,7 @@ impl<T: Scalar> Network<T> {
     /// Allocates a workspace for batches of up to `capacity` samples.
     pub fn workspace(&self, capacity: usize) -> Workspace<T> {
         let capacity = capacity.max(1);
-        let sizes: Vec<usize> = std::iter::once(self.input_size())
+        let sizes: Vec<usize> = std::iter::once(0)
             .chain(self.layers.iter().map(|l| l.output_size()))
             .collect();
         let buffers = || {
@@ -267,6 +268,18 @@ impl<T: Scalar> Network<T> {
         }
     }
 
+    /// Checks that `x` is a batch of the size of the last forward pass.
+    fn check_input(&self, ws: &Workspace<T>, x: &[T]) {
+        assert_eq!(
+            x.len(),
+            ws.batch * self.input_size(),
+            "input has {} elements but the forward pass ran on {} samples of {}",
+            x.len(),
+            ws.batch,
+            self.input_size()
+        );
+    }
+
     fn check_params(&self, params: &[T]) {
         assert_eq!(
             params.len(),
@@ -278,7 +291,8 @@ impl<T: Scalar> Network<T> {
     }
 
     /// Runs the forward pass on `batch` samples `x` and returns the output. The workspace
-    /// keeps the activations for the backward and tangent passes that follow. `seed` fixes
+    /// keeps the activations for the backward and tangent passes that follow, which take
+    /// the same `x` again because the workspace does not copy it. `seed` fixes
     /// the dropout masks of this batch. In [`Mode::Train`] the pass also updates the
     /// network's buffers.
     pub fn forward<'w>(
@@ -300,7 +314,6 @@ impl<T: Scalar> Network<T> {
         ws.batch = batch;
         ws.mode = mode;
         ws.seed = seed;
-        ws.act[0][..x.len()].copy_from_slice(x);
 
         if ws.buffers.len() != self.buffer_count() {
             ws.buffers = vec![T::zero(); self.buffer_count()];
@@ -315,7 +328,7 @@ impl<T: Scalar> Network<T> {
             let layer = &self.layers[i];
             let layer_params = &params[self.ranges[i].clone()];
             let (lo, hi) = ws.act.split_at_mut(i + 1);
-            let x = &lo[i][..batch * layer.input_size()];
+            let x = layer_input(lo, x, i, batch * layer.input_size());
             let (y, rest) = hi.split_at_mut(1);
             let y = &mut y[0][..batch * layer.output_size()];
             let buffer_range = self.buffer_ranges[i].clone();
@@ -342,18 +355,21 @@ impl<T: Scalar> Network<T> {
     }
 
     /// Runs the backward pass from the output gradient already placed by
-    /// [`Workspace::output_and_gradient_mut`], writing the
-    /// parameter gradient into `grad`. The input gradient of the first layer is not computed.
-    pub fn backward(&self, ws: &mut Workspace<T>, params: &[T], grad: &mut [T]) {
+    /// [`Workspace::output_and_gradient_mut`], writing the parameter gradient into `grad`.
+    /// `x` is the input of the forward pass. The input gradient of the first layer is not
+    /// computed.
+    pub fn backward(&self, ws: &mut Workspace<T>, params: &[T], x: &[T], grad: &mut [T]) {
         self.check_params(params);
-        self.backward_chain(ws, params, grad, Chain::Gradient);
+        self.check_input(ws, x);
+        self.backward_chain(ws, params, x, grad, Chain::Gradient);
     }
 
     /// Runs the tangent pass along the parameter direction `v` (input tangent zero) after a
-    /// forward pass, and returns `J v`, the output tangent.
-    pub fn tangent<'w>(&self, ws: &'w mut Workspace<T>, params: &[T], v: &[T]) -> &'w [T] {
+    /// forward pass on the input `x`, and returns `J v`, the output tangent.
+    pub fn tangent<'w>(&self, ws: &'w mut Workspace<T>, params: &[T], x: &[T], v: &[T]) -> &'w [T] {
         self.check_params(params);
         self.check_params(v);
+        self.check_input(ws, x);
         let base = self.pass(ws);
         let n = ws.batch;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -363,7 +379,7 @@ impl<T: Scalar> Network<T> {
                 ..base
             };
             let act = Activations {
-                x: &ws.act[i][..n * layer.input_size()],
+                x: layer_input(&ws.act, x, i, n * layer.input_size()),
                 y: &ws.act[i + 1][..n * layer.output_size()],
             };
             let (lo, hi) = ws.tan.split_at_mut(i + 1);
@@ -377,18 +393,33 @@ impl<T: Scalar> Network<T> {
     }
 
     /// Computes `Jᵀ u` for the vector `u` already placed by
-    /// [`Workspace::output_tangent_and_rgrad_mut`],
-    /// writing it into `out`. With `u = H_L J v` this completes a Gauss-Newton product.
-    pub fn transpose_jacobian_product(&self, ws: &mut Workspace<T>, params: &[T], out: &mut [T]) {
+    /// [`Workspace::output_tangent_and_rgrad_mut`], writing it into `out`, after a forward
+    /// pass on the input `x`. With `u = H_L J v` this completes a Gauss-Newton product.
+    pub fn transpose_jacobian_product(
+        &self,
+        ws: &mut Workspace<T>,
+        params: &[T],
+        x: &[T],
+        out: &mut [T],
+    ) {
         self.check_params(params);
-        self.backward_chain(ws, params, out, Chain::Transpose);
+        self.check_input(ws, x);
+        self.backward_chain(ws, params, x, out, Chain::Transpose);
     }
 
     /// Differentiates the backward pass along `v`, after forward, backward and tangent passes
-    /// on the same batch and with `R{dy}` of the output placed by
+    /// on the same input `x` and with `R{dy}` of the output placed by
     /// [`Workspace::output_tangent_and_rgrad_mut`]. Writes `H v` into `out`.
-    pub fn backward_tangent(&self, ws: &mut Workspace<T>, params: &[T], v: &[T], out: &mut [T]) {
+    pub fn backward_tangent(
+        &self,
+        ws: &mut Workspace<T>,
+        params: &[T],
+        x: &[T],
+        v: &[T],
+        out: &mut [T],
+    ) {
         self.check_params(params);
+        self.check_input(ws, x);
         let base = self.pass(ws);
         let n = ws.batch;
         for (i, layer) in self.layers.iter().enumerate().rev() {
@@ -399,7 +430,7 @@ impl<T: Scalar> Network<T> {
             };
             let (ni, no) = (n * layer.input_size(), n * layer.output_size());
             let act = Activations {
-                x: &ws.act[i][..ni],
+                x: layer_input(&ws.act, x, i, ni),
                 y: &ws.act[i + 1][..no],
             };
             let rx = (i > 0).then(|| &ws.tan[i][..ni]);
@@ -413,7 +444,14 @@ impl<T: Scalar> Network<T> {
     }
 
     /// Runs a backward pass over either the gradient buffers or the second-chain buffers.
-    fn backward_chain(&self, ws: &mut Workspace<T>, params: &[T], out: &mut [T], chain: Chain) {
+    fn backward_chain(
+        &self,
+        ws: &mut Workspace<T>,
+        params: &[T],
+        input: &[T],
+        out: &mut [T],
+        chain: Chain,
+    ) {
         let base = self.pass(ws);
         let n = ws.batch;
         let mut i = self.layers.len();
@@ -431,7 +469,7 @@ impl<T: Scalar> Network<T> {
                     n * self.layers[i].input_size(),
                     n * self.layers[i].output_size(),
                 );
-                let (x, z) = (&ws.act[i][..ni], &ws.act[i + 1][..no]);
+                let (x, z) = (layer_input(&ws.act, input, i, ni), &ws.act[i + 1][..no]);
                 let (lo, hi) = buffers.split_at_mut(i + 1);
                 let (dz, dy) = hi.split_at_mut(1);
                 let (dz, dy) = (&mut dz[0][..no], &dy[0][..no]);
@@ -448,7 +486,7 @@ impl<T: Scalar> Network<T> {
             };
             let (ni, no) = (n * layer.input_size(), n * layer.output_size());
             let act = Activations {
-                x: &ws.act[i][..ni],
+                x: layer_input(&ws.act, input, i, ni),
                 y: &ws.act[i + 1][..no],
             };
             let (lo, hi) = buffers.split_at_mut(i + 1);
@@ -457,6 +495,16 @@ impl<T: Scalar> Network<T> {
             let (p, dp) = (&params[r.clone()], &mut out[r]);
             layer.backward(&pass, p, act, dy, dx, dp, &mut ws.scratch[i]);
         }
+    }
+}
+
+/// Returns the first `len` values of the input of layer `i`: the network input `x` for the
+/// first layer and the activation buffer `acts[i]` for the others.
+fn layer_input<'a, T>(acts: &'a [Vec<T>], x: &'a [T], i: usize, len: usize) -> &'a [T] {
+    if i == 0 {
+        &x[..len]
+    } else {
+        &acts[i][..len]
     }
 }
 

@@ -112,7 +112,7 @@ impl Case {
         let mut ws = self.net.workspace(self.batch);
         self.net
             .forward(&mut ws, &self.theta, &self.x, self.batch, mode, 11);
-        let jv = self.net.tangent(&mut ws, &self.theta, &v).to_vec();
+        let jv = self.net.tangent(&mut ws, &self.theta, &self.x, &v).to_vec();
         let plus = self.outputs(&self.shifted(&v, STEP), mode);
         let minus = self.outputs(&self.shifted(&v, -STEP), mode);
         let numeric_jv: Vec<f64> = plus
@@ -316,4 +316,39 @@ fn shape_error_names_layer() {
         .err()
         .expect("error");
     assert!(err.to_string().contains("layer 0"), "{err}");
+}
+
+#[test]
+fn backward_reads_callers_input() {
+    // A workspace reused for a second batch gives the gradient of a fresh one, because the
+    // passes read the input they are given and nothing left from the first batch.
+    let specs = mlp(&[4], Activation::Relu, 0.0, 2);
+    let net = Network::<f64>::new(&[3], &specs, Arc::new(Cpu::new(1))).expect("network");
+    let params = net.init_params(Init::HeNormal, 5);
+    let mut ws = net.workspace(2);
+    let gradient = |ws: &mut Workspace<f64>, x: &[f64]| {
+        net.forward(ws, &params, x, 2, Mode::Train, 0);
+        let (_, dz) = ws.output_and_gradient_mut();
+        dz.fill(1.0);
+        let mut grad = vec![0.0; net.param_count()];
+        net.backward(ws, &params, x, &mut grad);
+        grad
+    };
+    let first = gradient(&mut ws, &[0.5, -1.0, 2.0, 1.5, 0.25, -0.75]);
+    let second = gradient(&mut ws, &[1.0, 2.0, -0.5, -1.5, 0.75, 0.5]);
+    let fresh = gradient(&mut net.workspace(2), &[1.0, 2.0, -0.5, -1.5, 0.75, 0.5]);
+    assert_ne!(first, second);
+    assert_eq!(second, fresh);
+}
+
+#[test]
+#[should_panic(expected = "input has 3 elements but the forward pass ran on 2 samples of 3")]
+fn backward_rejects_input_of_other_batch() {
+    let specs = mlp(&[4], Activation::Relu, 0.0, 2);
+    let net = Network::<f64>::new(&[3], &specs, Arc::new(Cpu::new(1))).expect("network");
+    let params = net.init_params(Init::HeNormal, 5);
+    let mut ws = net.workspace(2);
+    net.forward(&mut ws, &params, &[0.0; 6], 2, Mode::Train, 0);
+    let mut grad = vec![0.0; net.param_count()];
+    net.backward(&mut ws, &params, &[0.0; 3], &mut grad);
 }

@@ -351,7 +351,7 @@ impl<'a, T: Scalar> NetworkObjective<'a, T> {
             self.forward(theta);
         }
         let net = self.network;
-        net.tangent(&mut self.workspace, theta, v);
+        net.tangent(&mut self.workspace, theta, self.x, v);
         let n = self.batch;
         let (z, rz, u) = self.workspace.output_tangent_and_rgrad_mut();
         self.loss
@@ -377,7 +377,8 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
         let n = self.batch;
         let (z, dz) = self.workspace.output_and_gradient_mut();
         let value = self.loss.gradient_of_part(z, self.t, n, self.mean_over, dz);
-        self.network.backward(&mut self.workspace, theta, grad);
+        self.network
+            .backward(&mut self.workspace, theta, self.x, grad);
         self.counter.add(BACKWARD_COST * n as u64);
         if self.counts_gradients {
             self.counter.add_gradient();
@@ -391,7 +392,7 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
     fn gauss_newton_product(&mut self, theta: &[T], v: &[T], out: &mut [T]) -> bool {
         self.output_curvature(theta, v);
         self.network
-            .transpose_jacobian_product(&mut self.workspace, theta, out);
+            .transpose_jacobian_product(&mut self.workspace, theta, self.x, out);
         self.counter.add(BACKWARD_COST * self.batch as u64);
         true
     }
@@ -400,7 +401,7 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
         self.ensure_backward(theta);
         self.output_curvature(theta, v);
         self.network
-            .backward_tangent(&mut self.workspace, theta, v, out);
+            .backward_tangent(&mut self.workspace, theta, self.x, v, out);
         self.counter.add(BACKWARD_TANGENT_COST * self.batch as u64);
         true
     }

@@ -216,6 +216,29 @@ pub unsafe fn broadcast_tile<const NV: usize>(
     acc
 }
 
+/// Computes a tile as [`broadcast_tile`] does and stores its first `rows` rows at `c` (row
+/// stride `ldc`) as [`store_broadcast_tile`] does. One function keeps the accumulators in
+/// registers from the first product to the store, where a call to [`broadcast_tile`] from
+/// code without this target feature returns them through memory.
+///
+/// # Safety
+///
+/// As for [`broadcast_tile`] and [`store_broadcast_tile`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn broadcast_tile_and_store<const NV: usize>(
+    k: usize,
+    a: [*const f32; BROADCAST_ROWS],
+    a_step: usize,
+    (b, ldb): (*const f32, usize),
+    last: usize,
+    (rows, c, ldc): (usize, *mut f32, usize),
+    store: &Store,
+) {
+    let acc = broadcast_tile::<NV>(k, a, a_step, b, ldb, last);
+    store_broadcast_tile::<NV>(&acc, rows, last, c, ldc, store);
+}
+
 /// Stores rows `0..rows` of a broadcast tile into `c` (row stride `ldc`) as
 /// `alpha P + beta C + bias`, and their ReLU where requested, `NV` vectors per row with the
 /// last masked to `last` lanes.
@@ -224,8 +247,11 @@ pub unsafe fn broadcast_tile<const NV: usize>(
 ///
 /// The CPU must support AVX-512F. `c` (and `relu`, if not null) must be valid for the rows
 /// and lanes stored, `bias` (if not null) for the lanes of one row.
-#[inline]
-#[target_feature(enable = "avx512f")]
+///
+/// The function has no target features of its own, so that it is inlined into the tile
+/// functions that call it and the accumulators stay in registers. Callers without AVX-512F
+/// enabled would run each intrinsic as a call.
+#[inline(always)]
 pub unsafe fn store_broadcast_tile<const NV: usize>(
     acc: &BroadcastAcc,
     rows: usize,

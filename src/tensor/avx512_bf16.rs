@@ -10,7 +10,7 @@
 //! As there, callers check bounds: every function reads and writes through raw pointers that
 //! must stay inside the caller's slices for the shapes given.
 
-use super::avx512::{lanes, reduce_16, BroadcastAcc, BROADCAST_ROWS, BROADCAST_VECTORS};
+use super::avx512::{lanes, reduce_16, BroadcastAcc, Store, BROADCAST_ROWS, BROADCAST_VECTORS};
 use std::arch::x86_64::*;
 
 /// Returns whether the CPU runs these kernels.
@@ -92,6 +92,30 @@ pub unsafe fn broadcast_tile<const NV: usize>(
         }
     }
     acc
+}
+
+/// Computes a tile as [`broadcast_tile`] does and stores its first `rows` rows at `c` (row
+/// stride `ldb`) as [`super::avx512::store_broadcast_tile`] does. One function keeps the
+/// accumulators in registers from the first product to the store, where a call to
+/// [`broadcast_tile`] from code without these target features returns them through memory.
+///
+/// # Safety
+///
+/// As for [`broadcast_tile`] and [`super::avx512::store_broadcast_tile`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn broadcast_tile_and_store<const NV: usize>(
+    pairs: usize,
+    a: [*const u32; BROADCAST_ROWS],
+    a_step: usize,
+    b: *const u32,
+    ldb: usize,
+    last: usize,
+    (rows, c): (usize, *mut f32),
+    store: &Store,
+) {
+    let acc = broadcast_tile::<NV>(pairs, a, a_step, b, ldb, last);
+    super::avx512::store_broadcast_tile::<NV>(&acc, rows, last, c, ldb, store);
 }
 
 /// Converts `cols` f32 values at `src` to bf16 pair words at `dst` (`⌈cols/2⌉` words),

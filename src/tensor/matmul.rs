@@ -406,7 +406,7 @@ impl Tile {
     ///
     /// # Safety
     ///
-    /// As for [`avx512::broadcast_tile`] and [`avx512::store_broadcast_tile`].
+    /// As for [`avx512::broadcast_tile_and_store`].
     #[inline(always)]
     unsafe fn compute<const NV: usize>(
         &self,
@@ -416,13 +416,14 @@ impl Tile {
         b: *const f32,
         ldb: usize,
     ) {
-        let acc = avx512::broadcast_tile::<NV>(depth, a, a_step, b, ldb, self.last);
-        avx512::store_broadcast_tile::<NV>(
-            &acc,
-            self.rows,
+        let out = (self.rows, self.c, self.ldc);
+        avx512::broadcast_tile_and_store::<NV>(
+            depth,
+            a,
+            a_step,
+            (b, ldb),
             self.last,
-            self.c,
-            self.ldc,
+            out,
             &self.store,
         );
     }

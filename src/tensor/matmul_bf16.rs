@@ -377,12 +377,12 @@ impl Tile {
     ///
     /// # Safety
     ///
-    /// As for [`kernel::broadcast_tile`] and [`super::avx512::store_broadcast_tile`].
+    /// As for [`kernel::broadcast_tile_and_store`].
     #[inline(always)]
     unsafe fn compute_and_store<const NV: usize>(&self, rows: usize, c: *mut f32, s: &Store) {
         let (a, b, ldb, last) = (self.a, self.b, self.ldb, self.last);
-        let acc = kernel::broadcast_tile::<NV>(self.depth, a, self.a_step, b, ldb, last);
-        super::avx512::store_broadcast_tile::<NV>(&acc, rows, last, c, ldb, s);
+        let out = (rows, c);
+        kernel::broadcast_tile_and_store::<NV>(self.depth, a, self.a_step, b, ldb, last, out, s);
     }
 }
 

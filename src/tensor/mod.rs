@@ -12,8 +12,10 @@ mod cpu;
 mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod matmul_bf16;
+mod peak;
 
 pub use cpu::{with_thread_limit, Cpu};
+pub use peak::core_peak_gflops;
 
 use serde::{Deserialize, Serialize};
 use std::fmt::{Debug, Display};

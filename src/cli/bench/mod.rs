@@ -265,6 +265,18 @@ fn print_header(
     if args.precisions.contains(&Precision::Bf16) && !Precision::Bf16.is_supported() {
         println!("this CPU lacks AVX-512 BF16, so the bf16 rows run f32 products");
     }
+    if args.precisions.contains(&Precision::Bf16) {
+        let core_peak = |p| gradus::tensor::core_peak_gflops(p);
+        if let (Some(f32_peak), Some(bf16_peak)) =
+            (core_peak(Precision::F32), core_peak(Precision::Bf16))
+        {
+            println!(
+                "one core's multiply-add peak: f32 {f32_peak:.0} GFLOP/s, bf16 {bf16_peak:.0} \
+                 GFLOP/s, {:.2}x (the most a bf16 product can gain)",
+                bf16_peak / f32_peak
+            );
+        }
+    }
     println!(
         "{:<6} {:<4} {:>5} {:>12} {:>12} {:>6} {:>8} {:>8} {:>10} {:>10}",
         "method",

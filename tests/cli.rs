@@ -738,7 +738,7 @@ fn compare_rejects_non_empty_out() {
 #[test]
 fn bad_run_settings_leave_no_folder() {
     let dir = temp();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--data", "iris", "--batch-size", "1000", "--drop-last"],
             "no batch fits",
@@ -749,6 +749,9 @@ fn bad_run_settings_leave_no_folder() {
         ),
         (&["--validation-fraction", "0.9"], "validation-fraction 0.9"),
         (&["--max-evaluations", "0"], "max-evaluations 0"),
+        (&["--threads", "100000"], "threads 100000"),
+        (&["--batch-groups", "0"], "batch-groups 0"),
+        (&["--batch-groups", "65"], "batch-groups 65"),
     ];
     for (i, (args, needle)) in cases.iter().enumerate() {
         let out = out_arg(dir.path(), &format!("r{i}"));

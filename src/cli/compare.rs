@@ -71,6 +71,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         base.training.batch_size = b;
     }
     if let Some(threads) = args.threads {
+        super::check_threads(threads)?;
         base.training.threads = threads;
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

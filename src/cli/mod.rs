@@ -132,6 +132,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 /// per-thread register.
 fn worker_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
     use anyhow::Context;
+    check_threads(threads)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .start_handler(|_| {
@@ -139,6 +140,15 @@ fn worker_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
         })
         .build()
         .context("failed to start the worker threads")
+}
+
+/// Rejects a thread count above [`gradus::train::MAX_THREADS`].
+fn check_threads(threads: usize) -> anyhow::Result<()> {
+    let max = gradus::train::MAX_THREADS;
+    if threads > max {
+        anyhow::bail!("invalid --threads {threads}: must be from 0 (all cores) to {max}");
+    }
+    Ok(())
 }
 
 fn init_logging(verbose: u8) {

@@ -99,6 +99,10 @@ impl Default for ModelConfig {
 /// Largest accepted `batch_groups`.
 const MAX_BATCH_GROUPS: usize = 64;
 
+/// Largest accepted `threads`: far above any core count that the parallel loops scale to,
+/// and low enough that a typo does not start a hundred thousand threads.
+pub const MAX_THREADS: usize = 1024;
+
 /// Training loop settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -224,6 +228,13 @@ impl RunConfig {
         let t = &self.training;
         if t.batch_size == 0 {
             return Err(Error::setting("batch-size", 0, "must be at least 1"));
+        }
+        if t.threads > MAX_THREADS {
+            return Err(Error::setting(
+                "threads",
+                t.threads,
+                &format!("must be from 0 (all cores) to {MAX_THREADS}"),
+            ));
         }
         let groups = t.batch_groups;
         if groups == 0 || groups > MAX_BATCH_GROUPS {

@@ -11,6 +11,6 @@ pub mod prepare;
 mod ranks;
 mod trainer;
 
-pub use config::{DataConfig, ModelConfig, RunConfig, TrainingConfig};
+pub use config::{DataConfig, ModelConfig, RunConfig, TrainingConfig, MAX_THREADS};
 pub use evaluate::Metrics;
 pub use trainer::{train, train_distributed, EpochRecord, Observer, RunOptions, Silent, Summary};

@@ -69,13 +69,18 @@ pub fn train(config: &RunConfig, options: &RunOptions, launch: &Launch) -> Resul
         let result = pool.install(|| train_distributed(config, options, &mut progress, &group));
         progress.finish();
         if let Some(summary) = result? {
-            println!(
-                "data-parallel over {} ranks, each batch in {} groups (one process with \
-                 --batch-groups {} computes the same sums)",
-                group.size(),
-                summary.batch_groups,
-                summary.batch_groups
-            );
+            let ranks = group.size();
+            let groups = summary.batch_groups;
+            match summary.matching_batch_groups {
+                Some(g) => println!(
+                    "data-parallel over {ranks} ranks, each batch in {groups} groups (one \
+                     process with --batch-groups {g} gives the same results)"
+                ),
+                None => println!(
+                    "data-parallel over {ranks} ranks, each batch in {groups} groups (no \
+                     one-process run gives the same results; see docs/distributed.md)"
+                ),
+            }
             super::train::print_summary(&summary, &options.out);
         }
     } else {

@@ -111,8 +111,8 @@ pub struct RunArgs {
     #[arg(long)]
     drop_last: bool,
     /// Split each batch into this many groups (default 2) that run in parallel and are added
-    /// in a fixed order; with a power of two, an mpirun job on up to this many ranks (a power
-    /// of two) gives the same numbers as one process.
+    /// in a fixed order. With a power of two, an mpirun job gives the same numbers as one
+    /// process with the group count the job reports.
     #[arg(long)]
     batch_groups: Option<usize>,
     /// Learning-rate schedule: cosine (over the run, the default), cosine:EPOCHS, constant,

@@ -97,7 +97,7 @@ impl Default for ModelConfig {
 }
 
 /// Largest accepted `batch_groups`.
-const MAX_BATCH_GROUPS: usize = 64;
+pub const MAX_BATCH_GROUPS: usize = 64;
 
 /// Largest accepted `threads`: far above any core count that the parallel loops scale to,
 /// and low enough that a typo does not start a hundred thousand threads.
@@ -114,8 +114,8 @@ pub struct TrainingConfig {
     /// Whether to drop the last incomplete batch of each epoch.
     pub drop_last: bool,
     /// Groups that each batch splits into. The groups run in parallel and their sums are
-    /// added in a fixed pairwise tree, so that with a power of two here, a data-parallel run
-    /// on a power-of-two rank count up to this gives the same numbers as one process.
+    /// added in a fixed tree. With a power of two here, a data-parallel run on any rank
+    /// count gives the same numbers as one process with the group count the run reports.
     pub batch_groups: usize,
     /// Seed for splitting, shuffling, initialisation and dropout.
     pub seed: u64,
@@ -241,7 +241,7 @@ impl RunConfig {
             return Err(Error::setting(
                 "batch-groups",
                 groups,
-                &format!("must be from 1 to {MAX_BATCH_GROUPS} (a power of two, such as 2)"),
+                &format!("must be from 1 to {MAX_BATCH_GROUPS}"),
             ));
         }
         if let Some(limit) = t.time_limit_seconds {

@@ -2,7 +2,7 @@
 //! the run folder's files.
 
 use super::checkpoint::{self, Checkpoint, Progress};
-use super::config::RunConfig;
+use super::config::{RunConfig, MAX_BATCH_GROUPS};
 use super::evaluate::{evaluate, mean_image_error, EvalSpec, Metrics, Prepared};
 use super::files::{append_line_atomic, create_run_dir, write_atomic, write_json};
 use super::model;
@@ -90,10 +90,15 @@ pub struct Summary {
     pub samples: [usize; 3],
     /// The seed.
     pub seed: u64,
-    /// Groups that each batch was split into over all ranks; one process with
-    /// `--batch-groups` set to this computes the same sums.
+    /// Groups that each batch was split into over all ranks.
     #[serde(default = "one_group")]
     pub batch_groups: usize,
+    /// The `--batch-groups` value with which one process computes the same sums as this
+    /// run. `None` when no value does: with a group count that is no power of two on some
+    /// rank counts, with batch normalisation on several ranks, or with more groups than one
+    /// process accepts.
+    #[serde(default)]
+    pub matching_batch_groups: Option<usize>,
 }
 
 fn one_group() -> usize {
@@ -556,6 +561,23 @@ impl<'c> Run<'c> {
         }
     }
 
+    /// Groups per batch over all ranks.
+    fn effective_groups(&self) -> usize {
+        BatchGroups::effective(self.requested_groups(), self.group.size())
+    }
+
+    /// The group count with which one process computes the same sums as this run, if any.
+    /// None when the ranks' sums follow the MPI library's order, when batch normalisation
+    /// normalises each rank's part on its own while one process keeps batches whole, or when
+    /// one process would need more than [`MAX_BATCH_GROUPS`] groups.
+    fn matching_groups(&self) -> Option<usize> {
+        let ranks = self.group.size();
+        let groups = self.effective_groups();
+        let normalises = self.network.buffer_count() > 0 && ranks > 1;
+        let fixed_order = BatchGroups::new(0, self.requested_groups(), ranks).fixed_order();
+        (fixed_order && !normalises && groups <= MAX_BATCH_GROUPS).then_some(groups)
+    }
+
     /// Takes one method step on a batch and returns its loss; a non-finite loss stops the run.
     /// `x` and `t` hold this rank's part of the batch, `whole` the whole batch when at hand,
     /// and `layout` splits the whole batch.
@@ -726,7 +748,8 @@ impl<'c> Run<'c> {
                 self.setup.test.len,
             ],
             seed: self.config.training.seed,
-            batch_groups: BatchGroups::effective(self.requested_groups(), self.group.size()),
+            batch_groups: self.effective_groups(),
+            matching_batch_groups: self.matching_groups(),
         };
         write_json(&dir.join("summary.json"), &summary)?;
         Ok(summary)

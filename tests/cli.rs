@@ -762,6 +762,40 @@ fn bad_run_settings_leave_no_folder() {
     }
 }
 
+#[test]
+fn deterministic_resume_keeps_batch_groups() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "run");
+    let path = out.to_str().unwrap();
+    let first = gradus(&[
+        "train",
+        "--data",
+        "digits",
+        "--layers",
+        "8",
+        "--epochs",
+        "1",
+        "--deterministic",
+        "--out",
+        path,
+    ]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let resumed = gradus(&[
+        "train",
+        "--resume",
+        path,
+        "--epochs",
+        "2",
+        "--batch-groups",
+        "4",
+    ]);
+    assert_bad_input(&resumed, "checkpoint's 2 groups per batch");
+}
+
 /// Returns 300 samples `(label, x, y)` of three well-separated clusters labelled cat, dog
 /// and horse.
 fn animal_rows() -> Vec<(&'static str, f64, f64)> {

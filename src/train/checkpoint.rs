@@ -47,6 +47,10 @@ pub struct Progress {
     /// Sum of the step losses of those batches, for the epoch's mean training loss.
     #[serde(default)]
     pub epoch_loss_sum: f64,
+    /// Groups per batch over all ranks of the run that wrote the checkpoint; absent in
+    /// checkpoints from before batch groups.
+    #[serde(default)]
+    pub batch_groups: Option<usize>,
 }
 
 /// Writes infinities and NaN as the strings `inf`, `-inf` and `NaN`, which JSON numbers cannot

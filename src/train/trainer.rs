@@ -301,8 +301,42 @@ impl<'c> Run<'c> {
             group,
             stop: None,
         };
+        run.check_resumed_groups()?;
+        run.progress.batch_groups = Some(run.effective_groups());
         run.synchronize()?;
         Ok(run)
+    }
+
+    /// Rejects, under `deterministic`, a resume that would split batches into other groups
+    /// than the checkpoint's run did (another rank count or `--batch-groups`), because the
+    /// resumed run would then differ from an uninterrupted one; otherwise warns.
+    fn check_resumed_groups(&self) -> Result<()> {
+        let (Some(before), now) = (self.progress.batch_groups, self.effective_groups()) else {
+            return Ok(());
+        };
+        if before == now {
+            return Ok(());
+        }
+        let ranks = self.group.size();
+        if self.config.training.deterministic {
+            return Err(Error::setting(
+                "batch-groups",
+                now,
+                &format!(
+                    "must equal the checkpoint's {before} groups per batch under \
+                     --deterministic; resume with the interrupted run's rank count and \
+                     --batch-groups (this resume has {ranks} rank(s))"
+                ),
+            ));
+        }
+        tracing::warn!(
+            before,
+            now,
+            ranks,
+            "the resumed run splits batches into other groups than the interrupted one, so \
+             its results will differ from an uninterrupted run's"
+        );
+        Ok(())
     }
 
     /// Copies rank 0's parameters and network buffers to the other ranks.

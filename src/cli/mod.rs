@@ -67,7 +67,8 @@ pub fn run() -> ExitCode {
     };
     init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Train(_) | Command::Datasets => Ok(()),
+        Command::Train(_) => Ok(()),
+        Command::Datasets => distributed::reject_multi_rank("datasets"),
         Command::Tune(_) => distributed::reject_multi_rank("tune"),
         Command::Evaluate(_) => distributed::reject_multi_rank("evaluate"),
         Command::Predict(_) => distributed::reject_multi_rank("predict"),

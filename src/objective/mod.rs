@@ -81,8 +81,9 @@ pub trait Objective<T: Scalar> {
     }
 
     /// Writes the diagonal of the empirical Fisher matrix into `out`. For `f = (1/n) Σ_i ℓ_i`
-    /// over the `n` samples of the batch, it is `(1/n) Σ_i ∇ℓ_i ⊙ ∇ℓ_i`. Returns `false`
-    /// when the objective cannot give per-sample gradients.
+    /// over the `n` samples of the batch, it is `(1/n) Σ_i ∇ℓ_i ⊙ ∇ℓ_i`, and a part of a
+    /// larger batch writes its share of that sum. Returns `false` when the objective cannot
+    /// give per-sample gradients.
     fn empirical_fisher_diagonal(&mut self, _theta: &[T], _out: &mut [T]) -> bool {
         false
     }
@@ -423,9 +424,10 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
         {
             return false;
         }
-        // Row i of the output gradient is ∇ℓ_i / n, so the sums of squares carry 1/n².
+        // Row i of the output gradient is ∇ℓ_i / n for the n samples of the whole batch, so
+        // the sums of squares carry 1/n², and n times them is this part's share of the mean.
         self.counter.add(SQUARED_GRADIENT_COST * self.batch as u64);
-        let n = T::of(self.batch as f64);
+        let n = T::of(self.mean_over as f64);
         out.iter_mut().for_each(|v| *v *= n);
         true
     }

@@ -688,9 +688,9 @@ impl<T: Scalar> DampedSystem<'_, T> {
     /// diagonal of the empirical Fisher matrix `(1/n) Σ_i ∇ℓ_i ⊙ ∇ℓ_i` and `w` the weight
     /// decay.
     ///
-    /// NOTE: objectives without per-sample gradients (convolutions, batch normalisation,
-    /// data-parallel training) fall back to the squared batch gradient `g ⊙ g`, which is
-    /// smaller and zero where per-sample gradients cancel, so the preconditioner is weaker.
+    /// NOTE: networks without per-sample gradients (convolutions, batch normalisation) fall
+    /// back to the squared batch gradient `g ⊙ g`, which is smaller and zero where
+    /// per-sample gradients cancel, so the preconditioner is weaker.
     fn preconditioner(&self) -> Option<Diagonal<T>> {
         if !self.settings.preconditioner {
             return None;

@@ -270,6 +270,22 @@ fn autoencoder_beats_mean_image() {
         error < 0.7 * baseline,
         "error {error} vs mean image {baseline}"
     );
+    // When the run keeps its last epoch's parameters, the final training reconstruction
+    // error under the MSE loss is the training loss.
+    let train_error = s["final_train_reconstruction_error"]
+        .as_f64()
+        .expect("train error");
+    let train_loss = s["train_loss"].as_f64().expect("train loss");
+    if s["best_epoch"] == s["epochs"] {
+        assert!(
+            (train_error - train_loss).abs() <= 1e-6 * train_loss,
+            "train reconstruction error {train_error} vs train loss {train_loss}"
+        );
+    }
+    assert!(
+        train_error < 0.7 * baseline,
+        "train reconstruction error {train_error} vs mean image {baseline}"
+    );
 }
 
 #[test]

@@ -178,6 +178,38 @@ impl<T: Scalar> Layer<T> for Dense {
         self.backward_products(pass, params, act.x, dy, dx, dparams);
     }
 
+    fn squared_sample_gradients(
+        &self,
+        pass: &Pass<T>,
+        act: Activations<T>,
+        dy: &[T],
+        dparams: &mut [T],
+    ) -> bool {
+        let (n_in, n_out, n) = (self.input[0], self.output[0], pass.batch);
+        // Sample i's weight gradient is the outer product dy_iᵀ x_i, so the sum of its
+        // squares over the batch is (dy ⊙ dy)ᵀ (x ⊙ x), and the bias's is Σ_rows dy ⊙ dy.
+        let square = |v: &[T]| v.iter().map(|&a| a * a).collect::<Vec<T>>();
+        let (dy2, x2) = (square(dy), square(act.x));
+        let (dw2, db2) = dparams.split_at_mut(n_in * n_out);
+        let k = pass.kernels;
+        k.gemm(
+            Transpose::Yes,
+            Transpose::No,
+            n_out,
+            n_in,
+            n,
+            T::one(),
+            &dy2,
+            &x2,
+            T::zero(),
+            dw2,
+        );
+        // column_sums scales what `db2` contained by beta, which leaves NaN in place.
+        db2.fill(T::zero());
+        k.column_sums(&dy2, db2, T::one());
+        true
+    }
+
     fn tangent(
         &self,
         pass: &Pass<T>,

@@ -138,6 +138,22 @@ pub trait Layer<T: Scalar>: Send + Sync {
         scratch: &mut [T],
     );
 
+    /// Writes the sum over the batch of each sample's squared parameter gradient into
+    /// `dparams` (overwritten). The inputs are the layer input `act.x` and the output gradient
+    /// `dy` of a backward pass, whose row `i` is sample `i`'s share of the gradient. Returns
+    /// `false` when the layer cannot separate the samples' shares. The default serves layers
+    /// without parameters that treat each sample on its own. A layer that mixes samples must
+    /// return `false`, because the gradients before it then mix them too.
+    fn squared_sample_gradients(
+        &self,
+        _pass: &Pass<T>,
+        _act: Activations<T>,
+        _dy: &[T],
+        _dparams: &mut [T],
+    ) -> bool {
+        self.param_count() == 0
+    }
+
     /// Computes the output tangent `R{y} = ∂y/∂θ · vθ + ∂y/∂x · R{x}`. `rx` is `None` when the
     /// input tangent is zero, as for the first layer.
     #[allow(clippy::too_many_arguments)]

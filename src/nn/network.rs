@@ -443,6 +443,36 @@ impl<T: Scalar> Network<T> {
         }
     }
 
+    /// Writes, after a backward pass on the input `x`, the sum over the batch of each
+    /// sample's squared parameter gradient into `out`. Returns `false`, with `out`
+    /// unspecified, when a layer cannot separate the samples' gradients (see
+    /// [`Layer::squared_sample_gradients`]).
+    pub fn squared_sample_gradients(&self, ws: &Workspace<T>, x: &[T], out: &mut [T]) -> bool {
+        self.check_params(out);
+        self.check_input(ws, x);
+        let base = self.pass(ws);
+        let n = ws.batch;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let pass = Pass {
+                buffers: &ws.buffers[self.buffer_ranges[i].clone()],
+                ..base
+            };
+            let (ni, no) = (n * layer.input_size(), n * layer.output_size());
+            let act = Activations {
+                x: layer_input(&ws.act, x, i, ni),
+                y: &ws.act[i + 1][..no],
+            };
+            // The backward pass leaves each layer's output gradient in grad[i + 1], for a
+            // dense layer fused with its ReLU too.
+            let dy = &ws.grad[i + 1][..no];
+            let dparams = &mut out[self.ranges[i].clone()];
+            if !layer.squared_sample_gradients(&pass, act, dy, dparams) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Runs a backward pass over either the gradient buffers or the second-chain buffers.
     fn backward_chain(
         &self,

@@ -352,3 +352,87 @@ fn backward_rejects_input_of_other_batch() {
     let mut grad = vec![0.0; net.param_count()];
     net.backward(&mut ws, &params, &[0.0; 3], &mut grad);
 }
+
+/// Returns `(1/n) Σ_i ∇ℓ_i ⊙ ∇ℓ_i` from gradients computed one sample at a time.
+fn fisher_diagonal_by_samples(case: &Case) -> Vec<f64> {
+    let p = case.net.param_count();
+    let (inputs, outputs) = (case.net.input_size(), case.net.output_size());
+    let mut sum = vec![0.0; p];
+    for i in 0..case.batch {
+        let x = &case.x[i * inputs..(i + 1) * inputs];
+        let t = &case.t[i * outputs..(i + 1) * outputs];
+        let counter = Arc::new(Counter::default());
+        let mut single =
+            NetworkObjective::new(&case.net, case.loss, x, t, 1, Mode::Eval, 11, counter);
+        let mut grad = vec![0.0; p];
+        single.gradient(&case.theta, &mut grad);
+        sum.iter_mut().zip(&grad).for_each(|(s, g)| *s += g * g);
+    }
+    sum.iter().map(|s| s / case.batch as f64).collect()
+}
+
+#[test]
+fn fisher_diagonal_matches_per_sample_gradients() {
+    use Activation::*;
+    let networks = [
+        ("dense", vec![LayerSpec::Dense { units: 3 }]),
+        ("sigmoid", dense_then(Sigmoid)),
+        // A dense layer followed by a ReLU runs as one fused pass.
+        ("relu", mlp(&[6, 5], Relu, 0.0, 3)),
+        ("tanh", mlp(&[4, 2, 4], Tanh, 0.0, 3)),
+    ];
+    let losses = [
+        Loss::SoftmaxCrossEntropy,
+        Loss::MeanSquaredError,
+        Loss::BinaryCrossEntropy,
+    ];
+    for (name, specs) in networks {
+        for loss in losses {
+            let case = Case::new(specs.clone(), &[4], loss, 7);
+            let expected = fisher_diagonal_by_samples(&case);
+            let mut obj = case.objective(Mode::Eval);
+            let mut diagonal = vec![f64::NAN; expected.len()];
+            assert!(
+                obj.empirical_fisher_diagonal(&case.theta, &mut diagonal),
+                "{name} with {loss}: no diagonal"
+            );
+            let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0, "{name} with {loss}: zero diagonal");
+            for (j, (a, b)) in diagonal.iter().zip(&expected).enumerate() {
+                let error = (a - b).abs() / scale;
+                assert!(error <= 1e-12, "{name} with {loss}: entry {j}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fisher_diagonal_needs_separable_layers() {
+    let batch_norm = vec![
+        LayerSpec::Dense { units: 4 },
+        LayerSpec::BatchNorm,
+        LayerSpec::Dense { units: 3 },
+    ];
+    let conv = vec![
+        LayerSpec::Conv2d {
+            filters: 2,
+            kernel: [2, 2],
+            stride: 1,
+            padding: 0,
+        },
+        LayerSpec::Flatten,
+        LayerSpec::Dense { units: 3 },
+    ];
+    for (name, specs, shape) in [
+        ("batch norm", batch_norm, vec![4]),
+        ("conv", conv, vec![1, 3, 3]),
+    ] {
+        let case = Case::new(specs, &shape, Loss::MeanSquaredError, 8);
+        let mut obj = case.objective(Mode::Train);
+        let mut diagonal = vec![0.0; case.net.param_count()];
+        assert!(
+            !obj.empirical_fisher_diagonal(&case.theta, &mut diagonal),
+            "{name}: gave a diagonal"
+        );
+    }
+}

@@ -438,6 +438,20 @@ impl<T: Element> Objective<T> for GroupedObjective<'_, T> {
         true
     }
 
+    /// Adds up the groups' shares. Each group that cannot give its share adds 1 to the
+    /// summed value, so every rank gets the same count and returns the same result.
+    fn empirical_fisher_diagonal(&mut self, theta: &[T], out: &mut [T]) -> bool {
+        let missing = self.sum_groups(out, &|part, out| {
+            let found = part.empirical_fisher_diagonal(theta, out);
+            if found {
+                0.0
+            } else {
+                1.0
+            }
+        });
+        missing == 0.0
+    }
+
     fn evaluations(&self) -> u64 {
         self.counter.units()
     }
@@ -703,6 +717,45 @@ mod tests {
         let whole = evaluate_all(&mut p.whole(), &p);
         for groups in [1, 2, 4, 8, 16] {
             assert_close(&evaluate_all(&mut p.grouped(groups), &p), &whole);
+        }
+    }
+
+    #[test]
+    fn fisher_diagonal_adds_up_over_groups() {
+        let p = Problem::new(11);
+        let n = p.theta.len();
+        let mut whole = vec![0.0; n];
+        assert!(p.whole().empirical_fisher_diagonal(&p.theta, &mut whole));
+        let scale = whole.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "zero diagonal");
+        let check = |diagonal: &[f64], label: &str| {
+            for (i, (x, y)) in diagonal.iter().zip(&whole).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-12 * scale,
+                    "{label}, entry {i}: {x} vs {y}"
+                );
+            }
+        };
+
+        // Sixteen groups of eleven samples leave some groups empty.
+        for groups in [1, 2, 4, 16] {
+            let mut diagonal = vec![0.0; n];
+            let found = p
+                .grouped(groups)
+                .empirical_fisher_diagonal(&p.theta, &mut diagonal);
+            assert!(found, "{groups} groups: no diagonal");
+            check(&diagonal, &format!("{groups} groups"));
+        }
+        let results = run_group(2, |group| {
+            let mut diagonal = vec![0.0; n];
+            let found = p
+                .on_rank(2, group)
+                .empirical_fisher_diagonal(&p.theta, &mut diagonal);
+            (found, diagonal)
+        });
+        for (rank, (found, diagonal)) in results.iter().enumerate() {
+            assert!(found, "rank {rank}: no diagonal");
+            check(diagonal, &format!("rank {rank} of 2"));
         }
     }
 

@@ -23,6 +23,8 @@ pub const BACKWARD_COST: u64 = 2;
 pub const TANGENT_COST: u64 = 2;
 /// Cost of a differentiated backward pass, in forward-pass units.
 pub const BACKWARD_TANGENT_COST: u64 = 4;
+/// Cost of the per-sample squared gradients after a backward pass, in forward-pass units.
+pub const SQUARED_GRADIENT_COST: u64 = 1;
 
 /// Counts evaluations and gradient evaluations across objectives, threads and steps.
 #[derive(Debug, Default)]
@@ -75,6 +77,14 @@ pub trait Objective<T: Scalar> {
 
     /// Writes the Hessian product `H(θ) v` into `out`. Returns `false` when not available.
     fn hessian_product(&mut self, _theta: &[T], _v: &[T], _out: &mut [T]) -> bool {
+        false
+    }
+
+    /// Writes the diagonal of the empirical Fisher matrix into `out`. For `f = (1/n) Σ_i ℓ_i`
+    /// over the `n` samples of the batch, it is `(1/n) Σ_i ∇ℓ_i ⊙ ∇ℓ_i`, and a part of a
+    /// larger batch writes its share of that sum. Returns `false` when the objective cannot
+    /// give per-sample gradients.
+    fn empirical_fisher_diagonal(&mut self, _theta: &[T], _out: &mut [T]) -> bool {
         false
     }
 
@@ -403,6 +413,22 @@ impl<T: Scalar> Objective<T> for NetworkObjective<'_, T> {
         self.network
             .backward_tangent(&mut self.workspace, theta, self.x, v, out);
         self.counter.add(BACKWARD_TANGENT_COST * self.batch as u64);
+        true
+    }
+
+    fn empirical_fisher_diagonal(&mut self, theta: &[T], out: &mut [T]) -> bool {
+        self.ensure_backward(theta);
+        if !self
+            .network
+            .squared_sample_gradients(&self.workspace, self.x, out)
+        {
+            return false;
+        }
+        // Row i of the output gradient is ∇ℓ_i / n for the n samples of the whole batch, so
+        // the sums of squares carry 1/n², and n times them is this part's share of the mean.
+        self.counter.add(SQUARED_GRADIENT_COST * self.batch as u64);
+        let n = T::of(self.mean_over as f64);
+        out.iter_mut().for_each(|v| *v *= n);
         true
     }
 

@@ -72,6 +72,10 @@ pub struct Summary {
     pub test_rmse: Option<f64>,
     /// Test R² (regression).
     pub test_r2: Option<f64>,
+    /// Reconstruction error on the whole training part with the final parameters, not the
+    /// kept ones (autoencoder): the mean squared error per element, whatever the loss.
+    #[serde(default)]
+    pub final_train_reconstruction_error: Option<f64>,
     /// Test reconstruction error (autoencoder).
     pub test_reconstruction_error: Option<f64>,
     /// Reconstruction error of predicting the training mean (autoencoder).
@@ -746,6 +750,15 @@ impl<'c> Run<'c> {
     }
 
     fn finish(mut self, dir: &Path, started: Instant) -> Result<Summary> {
+        // The final parameters go with the network's current buffers, so they come first.
+        let final_train = if self.setup.info.task == TaskKind::Autoencoder {
+            let params = std::mem::take(&mut self.params);
+            let metrics = self.evaluate(&params, Part::Train);
+            self.params = params;
+            metrics.reconstruction_error
+        } else {
+            None
+        };
         let best = std::mem::take(&mut self.best_params);
         self.network.set_buffers(&self.best_buffers)?;
         let train = self.evaluate(&best, Part::Train);
@@ -769,6 +782,7 @@ impl<'c> Run<'c> {
             test_accuracy: test.accuracy,
             test_rmse: test.rmse,
             test_r2: test.r2,
+            final_train_reconstruction_error: final_train,
             test_reconstruction_error: test.reconstruction_error,
             baseline_reconstruction_error: baseline,
             samples_per_second: p.samples as f64 / p.train_seconds.max(1e-9),

@@ -77,7 +77,8 @@ pub struct HfSettings {
     pub progress_tolerance: f64,
     /// Factor on the previous solution that starts the next solve.
     pub warm_start_decay: f64,
-    /// Precondition with `diag(∇f ⊙ ∇f + λ)^0.75`.
+    /// Precondition CG with Martens' `diag(F + λ + w)^0.75`, where `F` is the diagonal of
+    /// the empirical Fisher matrix on the batch and `w` the weight decay.
     pub preconditioner: bool,
     /// Iterations per call of `step`.
     pub max_iterations_per_step: usize,
@@ -210,11 +211,17 @@ impl<T: Scalar> HessianFree<T> {
         value: f64,
         gradient: &[T],
     ) -> Result<bool> {
+        let fisher = self.settings.preconditioner.then(|| {
+            let mut diagonal = vec![T::zero(); params.len()];
+            let found = objective.empirical_fisher_diagonal(params, &mut diagonal);
+            found.then_some(diagonal)
+        });
         let system = DampedSystem {
             settings: &self.settings,
             damping: self.damping,
             params: &*params,
             gradient,
+            fisher: fisher.flatten(),
         };
         let warm_start = &self.previous_solution;
         let fraction = self.settings.curvature_fraction;
@@ -564,6 +571,9 @@ struct DampedSystem<'a, T> {
     damping: f64,
     params: &'a [T],
     gradient: &'a [T],
+    /// The diagonal of the empirical Fisher matrix on the gradient's batch, when the
+    /// preconditioner is on and the objective gives it.
+    fisher: Option<Vec<T>>,
 }
 
 /// The result of one Krylov solve.
@@ -674,23 +684,26 @@ impl<T: Scalar> DampedSystem<'_, T> {
         })
     }
 
-    /// Builds `diag(g ⊙ g + λ)^0.75`, when enabled.
+    /// Builds Martens' preconditioner `diag(F + λ + w)^0.75`, when enabled, where `F` is the
+    /// diagonal of the empirical Fisher matrix `(1/n) Σ_i ∇ℓ_i ⊙ ∇ℓ_i` and `w` the weight
+    /// decay.
     ///
-    /// NOTE: Martens uses the mean of the per-sample squared gradients, which the objective
-    /// does not expose. The square of the batch gradient is smaller and zero where per-sample
-    /// gradients cancel, so this preconditioner is weaker than his.
+    /// NOTE: networks without per-sample gradients (convolutions, batch normalisation) fall
+    /// back to the squared batch gradient `g ⊙ g`, which is smaller and zero where
+    /// per-sample gradients cancel, so the preconditioner is weaker.
     fn preconditioner(&self) -> Option<Diagonal<T>> {
         if !self.settings.preconditioner {
             return None;
         }
-        let diagonal = self
-            .gradient
-            .iter()
-            .map(|g| {
-                let g = g.as_f64();
-                T::of((g * g + self.damping).powf(PRECONDITIONER_EXPONENT))
-            })
-            .collect();
+        let shift = self.damping + self.settings.weight_decay;
+        let scale = |f: f64| T::of((f + shift).powf(PRECONDITIONER_EXPONENT));
+        let diagonal = match &self.fisher {
+            Some(fisher) => fisher.iter().map(|f| scale(f.as_f64())).collect(),
+            None => {
+                let squares = self.gradient.iter().map(|g| g.as_f64() * g.as_f64());
+                squares.map(scale).collect()
+            }
+        };
         Diagonal::new(diagonal).ok()
     }
 }
@@ -872,6 +885,33 @@ mod tests {
                 "hessian with {krylov}: loss {initial} -> {last}"
             );
         }
+    }
+
+    #[test]
+    fn preconditioner_uses_fisher_diagonal() {
+        let settings = HfSettings {
+            preconditioner: true,
+            weight_decay: 0.5,
+            ..HfSettings::default()
+        };
+        let gradient = [3.0, -1.0];
+        let mut system = DampedSystem {
+            settings: &settings,
+            damping: 2.0,
+            params: &[0.0, 0.0],
+            gradient: &gradient,
+            fisher: Some(vec![4.0, 0.0]),
+        };
+        let with_fisher = system.preconditioner().expect("preconditioner");
+        // (F + λ + w)^0.75 with λ = 2 and w = 0.5.
+        let expected = [6.5f64.powf(0.75), 2.5f64.powf(0.75)];
+        assert_eq!(with_fisher.diagonal(), expected.as_slice());
+
+        // Without the diagonal, the squared batch gradient replaces it.
+        system.fisher = None;
+        let fallback = system.preconditioner().expect("preconditioner");
+        let expected = [11.5f64.powf(0.75), 3.5f64.powf(0.75)];
+        assert_eq!(fallback.diagonal(), expected.as_slice());
     }
 
     #[test]

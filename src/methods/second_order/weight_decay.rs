@@ -86,6 +86,12 @@ impl<T: Scalar> Objective<T> for WeightDecay<'_, T> {
         true
     }
 
+    /// Returns the inner objective's diagonal unchanged. The penalty has no per-sample part,
+    /// so Hessian-free adds its curvature `w` to the preconditioner itself.
+    fn empirical_fisher_diagonal(&mut self, theta: &[T], out: &mut [T]) -> bool {
+        self.inner().empirical_fisher_diagonal(theta, out)
+    }
+
     fn evaluations(&self) -> u64 {
         self.inner_ref().evaluations()
     }
@@ -188,6 +194,22 @@ mod tests {
         for (i, (h, e)) in h_decay.iter().zip(&expected).enumerate() {
             assert!((h - e).abs() < 1e-6, "H v component {i}: {h} vs {e}");
         }
+    }
+
+    #[test]
+    fn fisher_diagonal_is_the_inner_one() {
+        let problem = Blobs::<f64>::new(30, 5, 1);
+        let params = problem.init_params(2);
+        let mut plain = problem.objective();
+        let mut inner = problem.objective();
+        let mut objective = WeightDecay::new(&mut inner, DECAY);
+
+        let mut expected = vec![0.0; params.len()];
+        let mut diagonal = vec![0.0; params.len()];
+        assert!(plain.empirical_fisher_diagonal(&params, &mut expected));
+        assert!(objective.empirical_fisher_diagonal(&params, &mut diagonal));
+        assert_eq!(diagonal, expected);
+        assert!(expected.iter().any(|&f| f > 0.0), "zero diagonal");
     }
 
     #[test]

@@ -17,8 +17,8 @@ pub const DEFAULT_BATCH_GROUPS: usize = 2;
 /// Vectors at least this long are added on all threads.
 const PARALLEL_ADD_LEN: usize = 1 << 16;
 
-/// How a batch of `batch` samples splits into `groups` contiguous groups, and which groups
-/// each of `ranks` ranks computes.
+/// The split of a batch of `batch` samples into `groups` contiguous groups, and the groups
+/// that each of `ranks` ranks computes.
 ///
 /// Group `j` contains samples `⌊batch·j/groups⌋..⌊batch·(j+1)/groups⌋`, so the groups depend on
 /// the batch and the group count only. Each rank takes `groups / ranks` consecutive groups.
@@ -607,7 +607,7 @@ mod tests {
             Arc::new(Counter::default())
         }
 
-        /// The plain objective of the whole batch.
+        /// Returns the plain objective of the whole batch.
         fn whole(&self) -> NetworkObjective<'_, f64> {
             let (loss, n) = (Loss::SoftmaxCrossEntropy, self.batch);
             let counter = Self::counter();
@@ -623,7 +623,7 @@ mod tests {
             )
         }
 
-        /// The whole batch in `groups` groups in one process.
+        /// Returns the whole batch in `groups` groups in one process.
         fn grouped(&self, groups: usize) -> GroupedObjective<'_, f64> {
             let loss = Loss::SoftmaxCrossEntropy;
             let (x, t, counter) = (&self.x, &self.t, Self::counter());

@@ -312,8 +312,8 @@ impl<'c> Run<'c> {
     }
 
     /// Rejects, under `deterministic`, a resume that would split batches into other groups
-    /// than the checkpoint's run did (another rank count or `--batch-groups`), because the
-    /// resumed run would then differ from an uninterrupted one; otherwise warns.
+    /// than the checkpoint's run did (another rank count or `--batch-groups`). The resumed
+    /// run would then differ from an uninterrupted one. Without `deterministic` it warns.
     fn check_resumed_groups(&self) -> Result<()> {
         let (Some(before), now) = (self.progress.batch_groups, self.effective_groups()) else {
             return Ok(());
@@ -604,7 +604,7 @@ impl<'c> Run<'c> {
         BatchGroups::effective(self.requested_groups(), self.group.size())
     }
 
-    /// The group count with which one process computes the same sums as this run, if any.
+    /// Returns the group count with which one process computes the same sums as this run.
     /// None when the ranks' sums follow the MPI library's order, when batch normalisation
     /// normalises each rank's part on its own while one process keeps batches whole, or when
     /// one process would need more than [`MAX_BATCH_GROUPS`] groups.

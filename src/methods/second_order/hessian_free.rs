@@ -366,7 +366,9 @@ impl<T: Scalar> HessianFree<T> {
             value = self.start.evaluate(objective, params);
             gradient_norm = norm(&self.start.gradient);
         }
-        if gradient_norm <= self.settings.gradient_tolerance {
+        // A small gradient on one minibatch says nothing about the others, so only a
+        // full-batch step ends the run on it.
+        if !self.settings.minibatch && gradient_norm <= self.settings.gradient_tolerance {
             report.finished = true;
         }
         Ok(report)
@@ -1016,6 +1018,24 @@ mod tests {
         };
         let minibatch = HessianFree::<f64>::new(settings).expect("valid");
         assert_eq!(minibatch.batching(), Batching::MiniBatch);
+    }
+
+    #[test]
+    fn small_minibatch_gradient_does_not_finish() {
+        let mut f = Quadratic::random(6, 3);
+        let minimiser = f.minimiser();
+        for (minibatch, finishes) in [(false, true), (true, false)] {
+            let settings = HfSettings {
+                minibatch,
+                ..HfSettings::default()
+            };
+            let mut method = HessianFree::<f64>::new(settings).expect("valid");
+            let mut x = minimiser.clone();
+            let report = method
+                .step(&mut x, &mut f, &StepContext::default())
+                .expect("step succeeds");
+            assert_eq!(report.finished, finishes, "minibatch {minibatch}");
+        }
     }
 
     #[test]

@@ -1064,3 +1064,45 @@ fn empty_parts_have_no_metrics() {
     assert!(s["validation_accuracy"].is_null(), "no validation part");
     assert!(s["train_loss"].as_f64().is_some_and(f64::is_finite));
 }
+
+#[test]
+fn deterministic_resume_keeps_batches() {
+    let dir = temp();
+    let out = out_arg(dir.path(), "run");
+    let path = out.to_str().unwrap();
+    let first = gradus(&[
+        "train",
+        "--data",
+        "digits",
+        "--layers",
+        "8",
+        "--epochs",
+        "1",
+        "--deterministic",
+        "--out",
+        path,
+    ]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let resumed = gradus(&[
+        "train",
+        "--resume",
+        path,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+    ]);
+    assert_bad_input(&resumed, "changes --batch-size");
+    let resumed = gradus(&["train", "--resume", path, "--epochs", "2", "--seed", "5"]);
+    assert_bad_input(&resumed, "changes --seed");
+    let resumed = gradus(&["train", "--resume", path, "--epochs", "2"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+}

@@ -206,12 +206,47 @@ fn stop_on_signals() -> Result<Arc<AtomicUsize>> {
     Ok(signal)
 }
 
+/// Rejects, for a deterministic run, resume options that change the data, its split and
+/// order, or the model, because the resumed run would then differ from an uninterrupted
+/// one; warns about them otherwise.
+fn check_resume_changes(before: &RunConfig, after: &RunConfig) -> Result<()> {
+    let (b, a) = (&before.training, &after.training);
+    let changes = [
+        ("the data or its split", before.data != after.data),
+        ("the model", before.model != after.model),
+        ("--seed", b.seed != a.seed),
+        ("--batch-size", b.batch_size != a.batch_size),
+        ("--drop-last", b.drop_last != a.drop_last),
+    ];
+    let changed: Vec<&str> = changes
+        .iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(name, _)| *name)
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let list = changed.join(", ");
+    if a.deterministic {
+        anyhow::bail!(
+            "invalid resume of a deterministic run: it changes {list}, so it would not end as \
+             the uninterrupted run; resume without those options"
+        );
+    }
+    tracing::warn!(
+        "this resume changes {list}, so the run will not end as an uninterrupted one would"
+    );
+    Ok(())
+}
+
 fn build_config(args: TrainArgs) -> Result<(RunConfig, RunOptions)> {
     match args.resume {
         Some(dir) => {
             // A resumed run starts from its own config.toml, so `--config` is ignored.
             let mut config = read_config(&dir.join("config.toml"))?;
+            let before = config.clone();
             apply_overrides(&mut config, args.run)?;
+            check_resume_changes(&before, &config)?;
             let options = RunOptions {
                 out: dir,
                 resume: true,

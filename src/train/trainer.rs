@@ -189,10 +189,6 @@ fn run_epochs<'c>(
         // folder on a shared file system.
         let mut restored = checkpoint::load(dir)?;
         continue_finished_run(dir, config, &mut restored.progress);
-        if group.is_root() {
-            // The folder's config records the settings that the run continues with.
-            write_atomic(&dir.join("config.toml"), config.to_toml()?.as_bytes())?;
-        }
         Some(restored)
     } else {
         let created = if group.is_root() {
@@ -214,6 +210,9 @@ fn run_epochs<'c>(
     let mut run = Run::new(config, setup, restored, group)?;
     run.stop = options.stop.clone();
     if options.resume && group.is_root() {
+        // The folder's config records the settings that the run continues with, once
+        // `Run::new` has accepted them.
+        write_atomic(&dir.join("config.toml"), config.to_toml()?.as_bytes())?;
         drop_unsaved_records(dir, run.progress.epochs_done)?;
     }
     observer.on_start(config.training.epochs, run.steps_per_epoch(), &run.setup);

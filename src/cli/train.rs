@@ -206,9 +206,9 @@ fn stop_on_signals() -> Result<Arc<AtomicUsize>> {
     Ok(signal)
 }
 
-/// Rejects, for a deterministic run, resume options that change the data, its split and
-/// order, or the model, because the resumed run would then differ from an uninterrupted
-/// one; warns about them otherwise.
+/// Rejects resume options that change the data, its split and order, or the model, when
+/// the run is deterministic, because the resumed run would then differ from an
+/// uninterrupted one. Other runs get a warning.
 fn check_resume_changes(before: &RunConfig, after: &RunConfig) -> Result<()> {
     let (b, a) = (&before.training, &after.training);
     let changes = [

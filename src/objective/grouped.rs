@@ -304,6 +304,7 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         } else {
             &mut scratch.empty
         };
+
         let ranks = self.collective.size();
         // The groups run side by side, so each one's products get its share of the threads.
         let threads = (rayon::current_num_threads() / self.parts.len().max(1)).max(1);
@@ -316,6 +317,7 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         if ranks == 1 {
             return value;
         }
+
         let fixed_order = self.layout.fixed_order();
         if with_vector {
             all_reduce_tree(

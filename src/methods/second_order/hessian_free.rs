@@ -366,7 +366,7 @@ impl<T: Scalar> HessianFree<T> {
             value = self.start.evaluate(objective, params);
             gradient_norm = norm(&self.start.gradient);
         }
-        // A small gradient on one minibatch says nothing about the others, so only a
+        // A small gradient on one minibatch tells nothing about the others, so only a
         // full-batch step ends the run on it.
         if !self.settings.minibatch && gradient_norm <= self.settings.gradient_tolerance {
             report.finished = true;

@@ -52,20 +52,29 @@ impl Watchdog {
     }
 
     /// Arms the watchdog for `operation` until the guard drops.
+    ///
+    /// Arming does not wake the watchdog thread, which looks at the clock every
+    /// [`poll_interval`] instead: a training step arms it several times, and a wake-up each
+    /// time would take a core from the step on a machine with no spare one.
     pub fn guard(&self, operation: &'static str) -> WatchdogGuard<'_> {
-        let (lock, wake) = &*self.state;
+        let (lock, _) = &*self.state;
         lock_state(lock).armed = Some((operation, Instant::now()));
-        wake.notify_one();
         WatchdogGuard { watchdog: self }
     }
 }
 
 impl Drop for WatchdogGuard<'_> {
     fn drop(&mut self) {
-        let (lock, wake) = &*self.watchdog.state;
+        let (lock, _) = &*self.watchdog.state;
         lock_state(lock).armed = None;
-        wake.notify_one();
     }
+}
+
+/// How often the watchdog thread looks at the armed operation: an eighth of the timeout,
+/// between a millisecond and a second. An operation is caught at most this much after its
+/// timeout.
+fn poll_interval(timeout: Duration) -> Duration {
+    (timeout / 8).clamp(Duration::from_millis(1), Duration::from_secs(1))
 }
 
 impl Drop for Watchdog {
@@ -89,13 +98,18 @@ fn watch(
     on_timeout: impl Fn(&'static str, Duration),
 ) {
     let (lock, wake) = state;
+    let poll = poll_interval(timeout);
     let mut guard = lock_state(lock);
     loop {
         if guard.stop {
             return;
         }
         guard = match guard.armed {
-            None => wake.wait(guard).unwrap_or_else(|e| e.into_inner()),
+            None => {
+                wake.wait_timeout(guard, poll)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
             Some((operation, since)) => {
                 let waited = since.elapsed();
                 if waited >= timeout {

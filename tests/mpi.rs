@@ -50,74 +50,126 @@ fn path_arg(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temporary path")
 }
 
-#[test]
-fn two_ranks_match_single_process() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (single, rank0, rank1) = (
-        tmp.path().join("single"),
-        tmp.path().join("rank0"),
-        tmp.path().join("rank1"),
-    );
-    let train = [
-        "train", "--data", "digits", "--layers", "64,32", "--epochs", "3",
-    ];
+/// The command line of a short run on the built-in digits data, without its epochs.
+const TRAIN: [&str; 5] = ["train", "--data", "digits", "--layers", "64,32"];
 
+/// Epochs of the runs.
+const EPOCHS: [&str; 2] = ["--epochs", "3"];
+
+/// Trains `TRAIN` with `extra` arguments in one process with two threads into `dir`.
+fn train_single(dir: &Path, extra: &[&str]) {
     let o = Command::new(GRADUS)
-        .args(train)
-        .args(["--threads", "2", "--out", path_arg(&single)])
+        .args(TRAIN)
+        .args(extra)
+        .args(["--threads", "2", "--out", path_arg(dir)])
         .output()
         .expect("failed to start gradus");
     assert!(o.status.success(), "single process failed: {}", stderr(&o));
+}
 
-    // Two programs in one job (MPMD), so rank 1 gets a run folder of its own that must stay
-    // unwritten.
+/// Trains `TRAIN` with `extra` arguments on two ranks into `rank0` and `rank1`, with the
+/// environment variable `GRADUS_SHARED_MEMORY` set to `shared`, and returns what mpirun
+/// printed. The two ranks are two programs of one job (MPMD), so that rank 1 gets a run
+/// folder of its own, which must stay unwritten.
+fn train_ranks(rank0: &Path, rank1: &Path, extra: &[&str], shared: &str) -> String {
     let o = mpirun()
+        .env("GRADUS_SHARED_MEMORY", shared)
         .args(["-np", "1", GRADUS])
-        .args(train)
+        .args(TRAIN)
+        .args(extra)
         .args([
             "--threads",
             "1",
             "--out",
-            path_arg(&rank0),
+            path_arg(rank0),
             ":",
             "-np",
             "1",
             GRADUS,
         ])
-        .args(train)
-        .args(["--threads", "1", "--out", path_arg(&rank1)])
+        .args(TRAIN)
+        .args(extra)
+        .args(["--threads", "1", "--out", path_arg(rank1)])
         .output()
         .expect("failed to start mpirun");
     assert!(o.status.success(), "mpirun failed: {}", stderr(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("data-parallel over 2 ranks"), "{stdout}");
-    assert_eq!(
-        stdout.matches("test accuracy").count(),
-        1,
-        "one summary: {stdout}"
-    );
     assert!(!rank1.exists(), "rank 1 wrote {}", rank1.display());
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
 
-    let (expected, found) = (epoch_losses(&single), epoch_losses(&rank0));
-    assert_eq!(found.len(), 3);
-    assert_eq!(expected.len(), 3);
-    // The batch's two groups are added in one fixed order on one process and on two ranks,
-    // so the runs agree bit for bit.
-    assert_eq!(found, expected, "epoch losses");
-    let model = |dir: &Path| fs::read(dir.join("model.safetensors")).expect("model");
+fn model(dir: &Path) -> Vec<u8> {
+    fs::read(dir.join("model.safetensors")).expect("model")
+}
+
+#[test]
+fn two_ranks_match_single_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let single = tmp.path().join("single");
+    train_single(&single, &EPOCHS);
+
+    // Through memory that the ranks share, and through MPI's own collectives, which ranks
+    // on several machines use.
+    for (shared, through) in [("1", "shared memory"), ("0", "MPI")] {
+        let (rank0, rank1) = (
+            tmp.path().join(format!("rank0-{shared}")),
+            tmp.path().join(format!("rank1-{shared}")),
+        );
+        let stdout = train_ranks(&rank0, &rank1, &EPOCHS, shared);
+        let expected = format!("data-parallel over 2 ranks through {through}");
+        assert!(stdout.contains(&expected), "{stdout}");
+        assert_eq!(
+            stdout.matches("test accuracy").count(),
+            1,
+            "one summary: {stdout}"
+        );
+
+        let (expected, found) = (epoch_losses(&single), epoch_losses(&rank0));
+        assert_eq!(found.len(), 3);
+        assert_eq!(expected.len(), 3);
+        // The batch's two groups are added in one fixed order on one process and on two
+        // ranks, and each rank's half of the Adam step is the one process's, so the runs
+        // agree bit for bit.
+        assert_eq!(found, expected, "epoch losses through {through}");
+        assert!(
+            model(&rank0) == model(&single),
+            "the final parameters differ through {through}"
+        );
+        let (s, d) = (summary(&single), summary(&rank0));
+        for key in ["test_loss", "train_loss"] {
+            let (a, b) = (d[key].as_f64().expect(key), s[key].as_f64().expect(key));
+            assert_eq!(a, b, "{key} through {through}");
+        }
+        assert_eq!(d["evaluations"], s["evaluations"]);
+        for file in ["config.toml", "model.safetensors", "checkpoint.safetensors"] {
+            assert!(rank0.join(file).exists(), "rank 0 did not write {file}");
+        }
+    }
+}
+
+#[test]
+fn resumed_ranks_match_single_process() {
+    // Each rank keeps Adam's moments only for its half of the parameters, so the checkpoint
+    // must gather them: a resumed run then ends where an uninterrupted one does.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let single = tmp.path().join("single");
+    train_single(&single, &EPOCHS);
+    let (rank0, rank1) = (tmp.path().join("rank0"), tmp.path().join("rank1"));
+    train_ranks(&rank0, &rank1, &["--epochs", "1"], "1");
+    assert_eq!(epoch_losses(&rank0).len(), 1);
+    // Every rank reads the checkpoint, from rank 0's folder.
+    let o = mpirun()
+        .args(["-np", "2", GRADUS])
+        .args(TRAIN)
+        .args(EPOCHS)
+        .args(["--threads", "1", "--resume", path_arg(&rank0)])
+        .output()
+        .expect("failed to start mpirun");
+    assert!(o.status.success(), "resumed mpirun failed: {}", stderr(&o));
+    assert_eq!(epoch_losses(&rank0), epoch_losses(&single), "epoch losses");
     assert!(
         model(&rank0) == model(&single),
-        "the final parameters differ"
+        "the resumed run's final parameters differ"
     );
-    let (s, d) = (summary(&single), summary(&rank0));
-    for key in ["test_loss", "train_loss"] {
-        let (a, b) = (d[key].as_f64().expect(key), s[key].as_f64().expect(key));
-        assert_eq!(a, b, "{key}");
-    }
-    assert_eq!(d["evaluations"], s["evaluations"]);
-    for file in ["config.toml", "model.safetensors", "checkpoint.safetensors"] {
-        assert!(rank0.join(file).exists(), "rank 0 did not write {file}");
-    }
 }
 
 /// Process ids of the ranks whose command line contains `marker`, by rank, read from /proc.

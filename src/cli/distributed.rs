@@ -71,14 +71,20 @@ pub fn train(config: &RunConfig, options: &RunOptions, launch: &Launch) -> Resul
         if let Some(summary) = result? {
             let ranks = group.size();
             let groups = summary.batch_groups;
+            let through = if group.shares_memory() {
+                "shared memory"
+            } else {
+                "MPI"
+            };
             match summary.matching_batch_groups {
                 Some(g) => println!(
-                    "data-parallel over {ranks} ranks, each batch in {groups} groups (one \
-                     process with --batch-groups {g} gives the same results)"
+                    "data-parallel over {ranks} ranks through {through}, each batch in {groups} \
+                     groups (one process with --batch-groups {g} gives the same results)"
                 ),
                 None => println!(
-                    "data-parallel over {ranks} ranks, each batch in {groups} groups (no \
-                     one-process run gives the same results; see docs/distributed.md)"
+                    "data-parallel over {ranks} ranks through {through}, each batch in {groups} \
+                     groups (no one-process run gives the same results; see \
+                     docs/distributed.md)"
                 ),
             }
             super::train::print_summary(&summary, &options.out);

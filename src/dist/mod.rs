@@ -12,6 +12,8 @@ mod group;
 mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "mpi")]
+mod shared;
 mod watchdog;
 
 #[cfg(test)]
@@ -53,6 +55,72 @@ pub trait Collective: Send + Sync {
     fn all_reduce_sum_f64_from(&self, send: &[f64], sum: &mut [f64]) {
         sum.copy_from_slice(send);
         self.all_reduce_sum_f64(sum);
+    }
+
+    /// Writes into `sum[range]` the element-wise sum of `send[range]` over all ranks, where
+    /// every rank passes the whole vector and its own [`update_range`]. The rest of `sum` is
+    /// left in any state. Ranks on one machine then add only their part.
+    fn all_reduce_sum_f32_in(&self, send: &[f32], sum: &mut [f32], range: Range<usize>) {
+        let _ = range;
+        self.all_reduce_sum_f32_from(send, sum);
+    }
+
+    /// Writes into `sum[range]` the element-wise sum of `send[range]` over all ranks.
+    fn all_reduce_sum_f64_in(&self, send: &[f64], sum: &mut [f64], range: Range<usize>) {
+        let _ = range;
+        self.all_reduce_sum_f64_from(send, sum);
+    }
+
+    /// Sums over the ranks a vector and a value that `fill` computes on each rank: `fill`
+    /// writes the rank's vector into the slice it is given, as long as `sum`, and returns
+    /// the rank's value. Writes the vector sum into `sum[range]` and returns the value sum,
+    /// both added in rank order. Ranks on one machine let `fill` write straight into the
+    /// memory that the others read; elsewhere it writes into `scratch`.
+    fn all_reduce_filled_f32(
+        &self,
+        fill: &mut dyn FnMut(&mut [f32]) -> f64,
+        scratch: &mut Vec<f32>,
+        sum: &mut [f32],
+        range: Range<usize>,
+    ) -> f64 {
+        scratch.resize(sum.len(), 0.0);
+        let value = fill(scratch);
+        self.all_reduce_sum_f32_in(scratch, sum, range);
+        let mut total = [value];
+        self.all_reduce_sum_f64(&mut total);
+        total[0]
+    }
+
+    /// Like [`Collective::all_reduce_filled_f32`], for f64 vectors.
+    fn all_reduce_filled_f64(
+        &self,
+        fill: &mut dyn FnMut(&mut [f64]) -> f64,
+        scratch: &mut Vec<f64>,
+        sum: &mut [f64],
+        range: Range<usize>,
+    ) -> f64 {
+        scratch.resize(sum.len(), 0.0);
+        let value = fill(scratch);
+        self.all_reduce_sum_f64_in(scratch, sum, range);
+        let mut total = [value];
+        self.all_reduce_sum_f64(&mut total);
+        total[0]
+    }
+
+    /// Whether ranks should split elementwise optimiser steps between them, each updating
+    /// its [`update_range`] and then sharing it, instead of each updating every parameter.
+    fn splits_updates(&self) -> bool {
+        true
+    }
+
+    /// Copies every rank's part of `values`, its [`update_range`], to the other ranks.
+    fn share_parts_f32(&self, values: &mut [f32]) {
+        share_parts_by_gather(self, values, Self::all_gather_f32);
+    }
+
+    /// Copies every rank's part of `values`, its [`update_range`], to the other ranks.
+    fn share_parts_f64(&self, values: &mut [f64]) {
+        share_parts_by_gather(self, values, Self::all_gather_f64);
     }
 
     /// Writes every rank's `send` into `all`, in rank order: `all` holds `size()` blocks of
@@ -116,10 +184,69 @@ impl Collective for Single {
     fn barrier(&self) {}
 }
 
+/// Shares the parts of `values` through an all-gather of equal blocks, as long as the
+/// longest part.
+fn share_parts_by_gather<C: Collective + ?Sized, T: Scalar>(
+    group: &C,
+    values: &mut [T],
+    all_gather: impl Fn(&C, &[T], &mut [T]),
+) {
+    let (n, size) = (values.len(), group.size());
+    if size == 1 {
+        return;
+    }
+    let block = update_range(n, 0, size).len();
+    let mine = update_range(n, group.rank(), size);
+    let mut send = vec![T::zero(); block];
+    send[..mine.len()].copy_from_slice(&values[mine]);
+    let mut all = vec![T::zero(); block * size];
+    all_gather(group, &send, &mut all);
+    for r in 0..size {
+        let part = update_range(n, r, size);
+        let start = r * block;
+        values[part.clone()].copy_from_slice(&all[start..start + part.len()]);
+    }
+}
+
+/// Elements per block of [`update_range`]'s parts: whole cache lines of f32 and f64, and
+/// whole AVX-512 vectors.
+const UPDATE_ALIGN: usize = 64;
+
+/// The part of `0..n` whose update `rank` of `size` ranks makes when the ranks split an
+/// optimiser step: blocks of equal length, a multiple of 64 elements, in rank order. The last
+/// parts are shorter or empty.
+pub fn update_range(n: usize, rank: usize, size: usize) -> Range<usize> {
+    assert!(rank < size, "rank {rank} is outside a group of {size}");
+    let block = n.div_ceil(size).next_multiple_of(UPDATE_ALIGN);
+    (rank * block).min(n)..((rank + 1) * block).min(n)
+}
+
 /// A scalar type that collectives can sum and broadcast.
 pub trait Element: Scalar {
     /// Sums `values` element-wise over all ranks of `group`.
     fn all_reduce_sum(group: &dyn Collective, values: &mut [Self]);
+
+    /// Sums `send[range]` element-wise over all ranks into `sum[range]`
+    /// ([`Collective::all_reduce_sum_f32_in`]).
+    fn all_reduce_sum_in(
+        group: &dyn Collective,
+        send: &[Self],
+        sum: &mut [Self],
+        range: Range<usize>,
+    );
+
+    /// Copies every rank's [`update_range`] of `values` to the other ranks.
+    fn share_parts(group: &dyn Collective, values: &mut [Self]);
+
+    /// Sums a vector and a value that `fill` computes on every rank
+    /// ([`Collective::all_reduce_filled_f32`]).
+    fn all_reduce_filled(
+        group: &dyn Collective,
+        fill: &mut dyn FnMut(&mut [Self]) -> f64,
+        scratch: &mut Vec<Self>,
+        sum: &mut [Self],
+        range: Range<usize>,
+    ) -> f64;
 
     /// Writes the element-wise sum of `send` over all ranks of `group` into `sum`.
     fn all_reduce_sum_from(group: &dyn Collective, send: &[Self], sum: &mut [Self]);
@@ -134,6 +261,29 @@ pub trait Element: Scalar {
 impl Element for f32 {
     fn all_reduce_sum(group: &dyn Collective, values: &mut [f32]) {
         group.all_reduce_sum_f32(values);
+    }
+
+    fn all_reduce_sum_in(
+        group: &dyn Collective,
+        send: &[f32],
+        sum: &mut [f32],
+        range: Range<usize>,
+    ) {
+        group.all_reduce_sum_f32_in(send, sum, range);
+    }
+
+    fn share_parts(group: &dyn Collective, values: &mut [f32]) {
+        group.share_parts_f32(values);
+    }
+
+    fn all_reduce_filled(
+        group: &dyn Collective,
+        fill: &mut dyn FnMut(&mut [f32]) -> f64,
+        scratch: &mut Vec<f32>,
+        sum: &mut [f32],
+        range: Range<usize>,
+    ) -> f64 {
+        group.all_reduce_filled_f32(fill, scratch, sum, range)
     }
 
     fn all_reduce_sum_from(group: &dyn Collective, send: &[f32], sum: &mut [f32]) {
@@ -152,6 +302,29 @@ impl Element for f32 {
 impl Element for f64 {
     fn all_reduce_sum(group: &dyn Collective, values: &mut [f64]) {
         group.all_reduce_sum_f64(values);
+    }
+
+    fn all_reduce_sum_in(
+        group: &dyn Collective,
+        send: &[f64],
+        sum: &mut [f64],
+        range: Range<usize>,
+    ) {
+        group.all_reduce_sum_f64_in(send, sum, range);
+    }
+
+    fn share_parts(group: &dyn Collective, values: &mut [f64]) {
+        group.share_parts_f64(values);
+    }
+
+    fn all_reduce_filled(
+        group: &dyn Collective,
+        fill: &mut dyn FnMut(&mut [f64]) -> f64,
+        scratch: &mut Vec<f64>,
+        sum: &mut [f64],
+        range: Range<usize>,
+    ) -> f64 {
+        group.all_reduce_filled_f64(fill, scratch, sum, range)
     }
 
     fn all_reduce_sum_from(group: &dyn Collective, send: &[f64], sum: &mut [f64]) {
@@ -199,13 +372,30 @@ pub fn all_reduce_tree<T: Element>(
     gathered: &mut Vec<T>,
     fixed_order: bool,
 ) {
+    all_reduce_tree_in(group, send, sum, 0..send.len(), gathered, fixed_order);
+}
+
+/// Like [`all_reduce_tree`], but only `sum[range]` need hold the sum afterwards, where
+/// `range` is the whole vector or this rank's [`update_range`].
+pub fn all_reduce_tree_in<T: Element>(
+    group: &dyn Collective,
+    send: &[T],
+    sum: &mut [T],
+    range: Range<usize>,
+    gathered: &mut Vec<T>,
+    fixed_order: bool,
+) {
     let size = group.size();
     if size == 1 {
         sum.copy_from_slice(send);
         return;
     }
     if size == 2 || !fixed_order {
-        T::all_reduce_sum_from(group, send, sum);
+        if range == (0..send.len()) {
+            T::all_reduce_sum_from(group, send, sum);
+        } else {
+            T::all_reduce_sum_in(group, send, sum, range);
+        }
         return;
     }
     let n = send.len();

@@ -43,6 +43,12 @@ impl Clip {
     /// the caller can skip the step.
     pub fn apply<T: Scalar>(&self, grad: &mut [T]) -> f64 {
         let norm = norm(grad);
+        self.apply_with_norm(grad, norm)
+    }
+
+    /// Clips `grad`, a part of a gradient whose whole L2 norm is `norm`, as
+    /// [`Clip::apply`] clips a whole gradient, and returns `norm`.
+    pub fn apply_with_norm<T: Scalar>(&self, grad: &mut [T], norm: f64) -> f64 {
         if !norm.is_finite() {
             return norm;
         }

@@ -4,7 +4,10 @@
 //! compute them, and neither does the whole run.
 
 use super::{subset_size, values_by_forks, Counter, NetworkObjective, Objective};
-use crate::dist::{all_reduce_tree, shard, tree_split, Collective, Element, Single};
+use crate::dist::{
+    all_reduce_tree, all_reduce_tree_in, shard, tree_split, update_range, Collective, Element,
+    Single,
+};
 use crate::nn::{Loss, Mode, Network, Workspace};
 use crate::tensor::with_thread_limit;
 use std::ops::Range;
@@ -297,6 +300,17 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         out: &mut [T],
         compute: &(dyn Fn(&mut NetworkObjective<'a, T>, &mut [T]) -> f64 + Sync),
     ) -> f64 {
+        self.sum_groups_in(out, 0..out.len(), compute)
+    }
+
+    /// Like [`GroupedObjective::sum_groups`], but only `out[range]` need hold the sum over
+    /// the ranks afterwards.
+    fn sum_groups_in(
+        &mut self,
+        out: &mut [T],
+        range: Range<usize>,
+        compute: &(dyn Fn(&mut NetworkObjective<'a, T>, &mut [T]) -> f64 + Sync),
+    ) -> f64 {
         let with_vector = !out.is_empty();
         let scratch = &mut self.scratch;
         let rest = if with_vector {
@@ -308,22 +322,25 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         let ranks = self.collective.size();
         // The groups run side by side, so each one's products get its share of the threads.
         let threads = (rayon::current_num_threads() / self.parts.len().max(1)).max(1);
-        let value = if ranks == 1 {
-            tree_sum(&mut self.parts, out, rest, threads, compute)
-        } else {
-            scratch.part.resize(out.len(), T::zero());
-            tree_sum(&mut self.parts, &mut scratch.part, rest, threads, compute)
-        };
         if ranks == 1 {
-            return value;
+            return tree_sum(&mut self.parts, out, rest, threads, compute);
         }
-
         let fixed_order = self.layout.fixed_order();
+        if with_vector && (ranks == 2 || !fixed_order) {
+            // Sums in any order: the groups' share goes straight to the collective.
+            let parts = &mut self.parts;
+            let mut fill = |share: &mut [T]| tree_sum(parts, share, rest, threads, compute);
+            return T::all_reduce_filled(self.collective, &mut fill, &mut scratch.part, out, range);
+        }
+        scratch.part.resize(out.len(), T::zero());
+        let value = tree_sum(&mut self.parts, &mut scratch.part, rest, threads, compute);
+
         if with_vector {
-            all_reduce_tree(
+            all_reduce_tree_in(
                 self.collective,
                 &scratch.part,
                 out,
+                range,
                 &mut scratch.gathered,
                 fixed_order,
             );
@@ -420,6 +437,31 @@ impl<T: Element> Objective<T> for GroupedObjective<'_, T> {
     fn gradient(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
         self.counter.add_gradient();
         self.sum_groups(grad, &|part, out| part.gradient(theta, out))
+    }
+
+    fn update_range(&self) -> Range<usize> {
+        let c = self.collective;
+        if c.splits_updates() {
+            update_range(self.dim, c.rank(), c.size())
+        } else {
+            0..self.dim
+        }
+    }
+
+    fn gradient_in_range(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
+        self.counter.add_gradient();
+        let range = self.update_range();
+        self.sum_groups_in(grad, range, &|part, out| part.gradient(theta, out))
+    }
+
+    fn sum_over_ranges(&mut self, x: f64) -> f64 {
+        let mut sum = [x];
+        self.collective.all_reduce_sum_f64(&mut sum);
+        sum[0]
+    }
+
+    fn share_updates(&mut self, params: &mut [T]) {
+        T::share_parts(self.collective, params);
     }
 
     // NOTE: the ranks must agree on whether a curvature product exists. Network objectives

@@ -14,6 +14,7 @@ pub use grouped::{BatchGroups, GroupScratch, GroupedObjective, DEFAULT_BATCH_GRO
 
 use crate::nn::{Loss, Mode, Network, Workspace};
 use crate::tensor::Scalar;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -115,6 +116,29 @@ pub trait Objective<T: Scalar> {
     fn subset(&self, _fraction: f64) -> Option<Box<dyn Objective<T> + '_>> {
         None
     }
+
+    /// The parameters whose update this process makes when the processes behind the
+    /// objective split an elementwise optimiser step between them; all of them otherwise.
+    /// A method that splits its step calls [`Objective::gradient_in_range`],
+    /// [`Objective::sum_over_ranges`] and [`Objective::share_updates`].
+    fn update_range(&self) -> Range<usize> {
+        0..self.dim()
+    }
+
+    /// Like [`Objective::gradient`], but only `grad[update_range()]` need be right
+    /// afterwards, which saves the processes adding the rest. Returns the value.
+    fn gradient_in_range(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
+        self.gradient(theta, grad)
+    }
+
+    /// Returns the sum of `x` over the processes that split the update; `x` with one process.
+    fn sum_over_ranges(&mut self, x: f64) -> f64 {
+        x
+    }
+
+    /// Copies into `params` the values that the other processes wrote in their update
+    /// ranges, after each updated its own.
+    fn share_updates(&mut self, _params: &mut [T]) {}
 }
 
 /// Evaluates candidate points as [`Objective::candidate_values`] describes: split into one

@@ -1,5 +1,6 @@
 //! Data-parallel training on ranks that run as threads: the run must equal one process's.
 
+use super::checkpoint;
 use super::config::RunConfig;
 use super::trainer::{train, train_distributed, RunOptions, Silent, Summary};
 use crate::dist::{run_group, Collective};
@@ -79,6 +80,13 @@ fn check_matches_single(config: &RunConfig, ranks: usize) -> (Summary, Summary) 
         model(&out(0)) == model(&single_dir),
         "the final parameters differ"
     );
+    // Ranks that split the optimiser step keep each state vector only in their part; the
+    // checkpoint must hold it whole.
+    let state = |dir: &Path| checkpoint::load(dir).expect("checkpoint").method;
+    assert!(
+        state(&out(0)) == state(&single_dir),
+        "the checkpoint's method state differs"
+    );
     assert_eq!(distributed.best_epoch, single.best_epoch, "best epoch");
     assert_eq!(distributed.evaluations, single.evaluations, "evaluations");
     assert_eq!(
@@ -98,6 +106,24 @@ fn adam_on_four_ranks_equals_four_groups() {
     let mut config = digits_config("adam", &[32], 2);
     config.training.batch_groups = 4;
     check_matches_single(&config, 4);
+}
+
+#[test]
+fn adam_with_norm_clipping_on_two_ranks() {
+    // Norm clipping needs the whole gradient's norm, so the ranks do not split the step.
+    let mut config = digits_config("adam", &[32], 2);
+    config.method.set("clip_norm", "0.5").expect("valid limit");
+    check_matches_single(&config, 2);
+}
+
+#[test]
+fn rmsprop_with_weight_decay_on_three_ranks() {
+    let mut config = digits_config("rmsprop", &[32], 2);
+    config
+        .method
+        .set("weight_decay", "0.01")
+        .expect("valid decay");
+    check_matches_single(&config, 3);
 }
 
 #[test]

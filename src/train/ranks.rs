@@ -3,6 +3,7 @@
 
 use super::evaluate::Metrics;
 use crate::dist::Collective;
+use crate::methods::MethodState;
 
 /// Copies rank 0's training loss and validation metrics to every rank, so that every rank
 /// takes the same early-stopping and best-epoch decisions.
@@ -43,6 +44,27 @@ pub(super) fn sum_count(group: &dyn Collective, count: u64) -> u64 {
     let mut total = [count as f64];
     group.all_reduce_sum_f64(&mut total);
     total[0] as u64
+}
+
+/// Puts together the method state of ranks that split their optimiser steps
+/// ([`crate::objective::Objective::update_range`]). Each state vector as long as the `dim`
+/// parameters is right on a rank only in its update range, so every rank contributes that
+/// range. A method that does not split keeps equal vectors on every rank, which this leaves
+/// as they are. Every rank must call it.
+pub(super) fn gather_method_state(
+    group: &dyn Collective,
+    mut state: MethodState,
+    dim: usize,
+) -> MethodState {
+    if group.size() == 1 {
+        return state;
+    }
+    for (_, values) in &mut state.vectors {
+        if values.len() == dim {
+            group.share_parts_f64(values);
+        }
+    }
+    state
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use super::evaluate::{evaluate, mean_image_error, EvalSpec, Metrics, Prepared};
 use super::files::{append_line_atomic, create_run_dir, write_atomic, write_json};
 use super::model;
 use super::prepare::{setup, Setup};
-use super::ranks::{broadcast_epoch_scores, sum_count};
+use super::ranks::{broadcast_epoch_scores, gather_method_state, sum_count};
 use crate::data::{Batches, TaskKind};
 use crate::dist::{Collective, Single};
-use crate::methods::{Batching, LrSchedule, Method, StepContext};
+use crate::methods::{Batching, LrSchedule, Method, MethodState, StepContext};
 use crate::nn::{Mode, Network, Workspace};
 use crate::objective::{BatchGroups, Counter, GroupScratch, GroupedObjective};
 use crate::tensor::{flush_denormals, Cpu};
@@ -518,8 +518,9 @@ impl<'c> Run<'c> {
         }
 
         self.fold_counters();
+        let state = self.method_state();
         if self.group.is_root() {
-            self.save_checkpoint(dir)?;
+            self.save_checkpoint(dir, state)?;
         }
         *last = Instant::now();
         if !stop {
@@ -723,18 +724,24 @@ impl<'c> Run<'c> {
             gradient_evaluations: self.progress.gradient_evaluations,
             skipped_steps: self.progress.skipped_steps,
         };
+        let state = self.method_state();
         if self.group.is_root() {
             let line = serde_json::to_string(&record).unwrap_or_default();
             append_line_atomic(&dir.join("metrics.jsonl"), &line)?;
-            self.save_checkpoint(dir)?;
+            self.save_checkpoint(dir, state)?;
         }
         observer.on_epoch(&record);
         observer.on_params(epoch, &self.params);
         Ok(())
     }
 
-    fn save_checkpoint(&mut self, dir: &Path) -> Result<()> {
-        let state = self.method.save_state();
+    /// The method's state as a checkpoint stores it. A collective: ranks that split their
+    /// updates put together the state vectors that each keeps only in its part.
+    fn method_state(&self) -> MethodState {
+        gather_method_state(self.group, self.method.save_state(), self.params.len())
+    }
+
+    fn save_checkpoint(&mut self, dir: &Path, state: MethodState) -> Result<()> {
         self.progress.method_scalars = state.scalars.clone();
         checkpoint::save(
             dir,

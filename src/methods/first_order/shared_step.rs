@@ -5,6 +5,7 @@ use super::state::{flush_denormals_once, State};
 use crate::methods::clip::Clip;
 use crate::methods::{MethodState, StepContext, StepReport};
 use crate::objective::Objective;
+use crate::tensor::norm;
 use crate::tensor::Scalar;
 use crate::{Error, Result};
 
@@ -15,7 +16,7 @@ pub(super) struct Update<'a, T, const N: usize> {
     /// Gradient after clipping and coupled weight decay.
     pub grad: &'a [T],
     /// The method's state vectors, each as long as `params`.
-    pub state: &'a mut [Vec<T>; N],
+    pub state: [&'a mut [T]; N],
     /// Learning rate for this step, after the schedule's factor.
     pub lr: f64,
     /// Number of this step, from 1. Skipped steps do not count.
@@ -73,8 +74,25 @@ impl<T: Scalar, const N: usize> SharedStep<T, N> {
         self.grad.resize(dim, T::zero());
         self.state.prepare(dim)?;
 
-        let loss = objective.gradient(params, &mut self.grad);
-        let norm = self.clip.apply(&mut self.grad);
+        // Processes that split the update each update their range of the parameters, from
+        // their range of the gradient. Norm clipping needs the whole gradient's norm, which
+        // they could only add up in another order than one process does, so it does not split.
+        let whole = 0..dim;
+        let range = match objective.update_range() {
+            range if self.clip.max_norm.is_none() => range,
+            _ => whole.clone(),
+        };
+        let split = range != whole;
+        let (loss, norm) = if split {
+            let loss = objective.gradient_in_range(params, &mut self.grad);
+            let part = &mut self.grad[range.clone()];
+            let squares = norm(part).powi(2);
+            let norm = objective.sum_over_ranges(squares).sqrt();
+            (loss, self.clip.apply_with_norm(part, norm))
+        } else {
+            let loss = objective.gradient(params, &mut self.grad);
+            (loss, self.clip.apply(&mut self.grad))
+        };
         let mut report = StepReport {
             loss,
             gradient_norm: Some(norm),
@@ -85,21 +103,25 @@ impl<T: Scalar, const N: usize> SharedStep<T, N> {
             report.skipped = true;
             return Ok(report);
         }
+        let grad = &mut self.grad[range.clone()];
         if self.coupled_decay != 0.0 {
             let decay = T::of(self.coupled_decay);
-            for (g, &w) in self.grad.iter_mut().zip(params.iter()) {
+            for (g, &w) in grad.iter_mut().zip(&params[range.clone()]) {
                 *g += decay * w;
             }
         }
 
         self.state.steps += 1;
         update(Update {
-            params,
-            grad: &self.grad,
-            state: &mut self.state.vectors,
+            params: &mut params[range.clone()],
+            grad,
+            state: self.state.vectors.each_mut().map(|v| &mut v[range.clone()]),
             lr,
             step: self.state.steps,
         });
+        if split {
+            objective.share_updates(params);
+        }
         Ok(report)
     }
 

@@ -149,7 +149,7 @@ fn two_ranks_match_single_process() {
 #[test]
 fn resumed_ranks_match_single_process() {
     // Each rank keeps Adam's moments only for its half of the parameters, so the checkpoint
-    // must gather them: a resumed run then ends where an uninterrupted one does.
+    // must gather them. A resumed run then ends where an uninterrupted one does.
     let tmp = tempfile::tempdir().expect("tempdir");
     let single = tmp.path().join("single");
     train_single(&single, &EPOCHS);

@@ -245,9 +245,9 @@ impl Collective for Mpi {
         total[0]
     }
 
-    // NOTE: ranks on several machines do not split, because their sum would then need a
-    // reduce-scatter and an all-gather of the parameters instead of one allreduce; that
-    // would halve the update's work at the same traffic, but it has not been measured.
+    // NOTE: ranks on several machines do not split their updates. Splitting would replace
+    // the allreduce by a reduce-scatter and an all-gather of the parameters, which moves as
+    // much data and halves the update's work, but it has not been measured across machines.
     fn splits_updates(&self) -> bool {
         self.shares_memory()
     }

@@ -117,9 +117,9 @@ pub trait Objective<T: Scalar> {
         None
     }
 
-    /// The parameters whose update this process makes when the processes behind the
-    /// objective split an elementwise optimiser step between them; all of them otherwise.
-    /// A method that splits its step calls [`Objective::gradient_in_range`],
+    /// Returns the range of parameters whose update this process makes when the processes
+    /// behind the objective split an elementwise optimiser step between them, and all of them
+    /// otherwise. A method that splits its step calls [`Objective::gradient_in_range`],
     /// [`Objective::sum_over_ranges`] and [`Objective::share_updates`].
     fn update_range(&self) -> Range<usize> {
         0..self.dim()
@@ -131,7 +131,8 @@ pub trait Objective<T: Scalar> {
         self.gradient(theta, grad)
     }
 
-    /// Returns the sum of `x` over the processes that split the update; `x` with one process.
+    /// Returns the sum of `x` over the processes that split the update, which is `x` itself
+    /// with one process.
     fn sum_over_ranges(&mut self, x: f64) -> f64 {
         x
     }

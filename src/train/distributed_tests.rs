@@ -80,8 +80,8 @@ fn check_matches_single(config: &RunConfig, ranks: usize) -> (Summary, Summary) 
         model(&out(0)) == model(&single_dir),
         "the final parameters differ"
     );
-    // Ranks that split the optimiser step keep each state vector only in their part; the
-    // checkpoint must hold it whole.
+    // Ranks that split the optimiser step keep each state vector only in their part, so the
+    // checkpoint must gather it.
     let state = |dir: &Path| checkpoint::load(dir).expect("checkpoint").method;
     assert!(
         state(&out(0)) == state(&single_dir),

@@ -735,8 +735,9 @@ impl<'c> Run<'c> {
         Ok(())
     }
 
-    /// The method's state as a checkpoint stores it. A collective: ranks that split their
-    /// updates put together the state vectors that each keeps only in its part.
+    /// Returns the method's state as a checkpoint stores it. Every rank must call it, because
+    /// ranks that split their updates put together the state vectors that each keeps only in
+    /// its part.
     fn method_state(&self) -> MethodState {
         gather_method_state(self.group, self.method.save_state(), self.params.len())
     }

@@ -2,10 +2,13 @@
 # Data-parallel benchmark: trains the 784-256-128-10 network on Fashion-MNIST (batch 32
 # unless BATCH is given) as two MPI ranks of one thread each, then as one process with two
 # threads. It prints both throughputs, their ratio and whether the epoch losses are equal
-# (both split each batch into the same two groups and add them in the same order). Throughput is training samples per second of step time (summary.json's
+# (both split each batch into the same two groups and add them in the same order).
+# Throughput is training samples per second of step time (summary.json's
 # samples_per_second), so data loading and evaluation do not count. The two runs alternate
 # REPEATS times, and the table shows the fastest run of each, which is the least disturbed
-# by other load on the machine.
+# by other load on the machine. The median of the ratios of the runs made one after the
+# other follows, because the speed of a shared virtual machine can change by a factor of
+# two for minutes at a time.
 #
 # Usage: scripts/bench_mpi.sh [METHOD] [EPOCHS] [REPEATS] [BATCH]   (defaults: adam, 3, 3, 32)
 # Needs mpirun (Debian: openmpi-bin, libopenmpi-dev) and libclang-dev for the build.
@@ -56,6 +59,13 @@ for name, s in [("2 ranks x 1 thread", ranks), ("1 process x 2 threads", single)
           f"{s['test_loss']:>10.5f}")
 ratio = ranks["samples_per_second"] / single["samples_per_second"]
 print(f"throughput ratio (2 ranks / 1 process): {ratio:.3f}")
+pairs = sorted(
+    run(f"{sys.argv[1]}/ranks-{r}")[0]["samples_per_second"]
+    / run(f"{sys.argv[1]}/single-{r}")[0]["samples_per_second"]
+    for r in range(1, int(sys.argv[2]) + 1))
+middle = len(pairs) // 2
+median = pairs[middle] if len(pairs) % 2 else (pairs[middle - 1] + pairs[middle]) / 2
+print(f"median ratio of the runs made one after the other: {median:.3f}")
 worst = max(abs(a - b) / abs(b) for a, b in zip(ranks_losses, single_losses))
 same = ranks_losses == single_losses
 print("epoch training losses:", ", ".join(f"{a:.6f}/{b:.6f}"

@@ -50,11 +50,11 @@ fn path_arg(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temporary path")
 }
 
-/// The command line of a short run on the built-in digits data, without its epochs.
-const TRAIN: [&str; 5] = ["train", "--data", "digits", "--layers", "64,32"];
+/// The command line of a short run on the built-in digits data, without its model and epochs.
+const TRAIN: [&str; 3] = ["train", "--data", "digits"];
 
-/// Epochs of the runs.
-const EPOCHS: [&str; 2] = ["--epochs", "3"];
+/// Model and epochs of most runs.
+const SMALL: [&str; 4] = ["--layers", "64,32", "--epochs", "3"];
 
 /// Trains `TRAIN` with `extra` arguments in one process with two threads into `dir`.
 fn train_single(dir: &Path, extra: &[&str]) {
@@ -68,8 +68,8 @@ fn train_single(dir: &Path, extra: &[&str]) {
 }
 
 /// Trains `TRAIN` with `extra` arguments on two ranks into `rank0` and `rank1`, with the
-/// environment variable `GRADUS_SHARED_MEMORY` set to `shared`, and returns what mpirun
-/// printed. The two ranks are two programs of one job (MPMD), so that rank 1 gets a run
+/// environment variable `GRADUS_SHARED_MEMORY` (the shared window's size in MiB) set to
+/// `shared`, and returns what mpirun printed. The two ranks are two programs of one job (MPMD), so that rank 1 gets a run
 /// folder of its own, which must stay unwritten.
 fn train_ranks(rank0: &Path, rank1: &Path, extra: &[&str], shared: &str) -> String {
     let o = mpirun()
@@ -104,18 +104,24 @@ fn model(dir: &Path) -> Vec<u8> {
 #[test]
 fn two_ranks_match_single_process() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let single = tmp.path().join("single");
-    train_single(&single, &EPOCHS);
-
-    // Through memory that the ranks share, and through MPI's own collectives, which ranks
-    // on several machines use.
-    for (shared, through) in [("1", "shared memory"), ("0", "MPI")] {
+    let larger = ["--layers", "512,256", "--epochs", "3"];
+    // Through memory that the ranks share, through MPI's own collectives, which ranks on
+    // several machines use, and through both when the gradient of 167,178 values does not
+    // fit in a window of 1 MiB.
+    let cases = [
+        ("32", &SMALL, "shared memory"),
+        ("0", &SMALL, "MPI"),
+        ("1", &larger, "shared memory and MPI"),
+    ];
+    for (shared, model_and_epochs, through) in cases {
+        let single = tmp.path().join(format!("single-{shared}"));
+        train_single(&single, model_and_epochs);
         let (rank0, rank1) = (
             tmp.path().join(format!("rank0-{shared}")),
             tmp.path().join(format!("rank1-{shared}")),
         );
-        let stdout = train_ranks(&rank0, &rank1, &EPOCHS, shared);
-        let expected = format!("data-parallel over 2 ranks through {through}");
+        let stdout = train_ranks(&rank0, &rank1, model_and_epochs, shared);
+        let expected = format!("data-parallel over 2 ranks through {through},");
         assert!(stdout.contains(&expected), "{stdout}");
         assert_eq!(
             stdout.matches("test accuracy").count(),
@@ -127,7 +133,7 @@ fn two_ranks_match_single_process() {
         assert_eq!(found.len(), 3);
         assert_eq!(expected.len(), 3);
         // The batch's two groups are added in one fixed order on one process and on two
-        // ranks, and each rank's half of the Adam step is the one process's, so the runs
+        // ranks, and a rank's half of a split Adam step is the one process's, so the runs
         // agree bit for bit.
         assert_eq!(found, expected, "epoch losses through {through}");
         assert!(
@@ -152,15 +158,20 @@ fn resumed_ranks_match_single_process() {
     // must gather them. A resumed run then ends where an uninterrupted one does.
     let tmp = tempfile::tempdir().expect("tempdir");
     let single = tmp.path().join("single");
-    train_single(&single, &EPOCHS);
+    train_single(&single, &SMALL);
     let (rank0, rank1) = (tmp.path().join("rank0"), tmp.path().join("rank1"));
-    train_ranks(&rank0, &rank1, &["--epochs", "1"], "1");
+    train_ranks(
+        &rank0,
+        &rank1,
+        &["--layers", "64,32", "--epochs", "1"],
+        "32",
+    );
     assert_eq!(epoch_losses(&rank0).len(), 1);
     // Every rank reads the checkpoint, from rank 0's folder.
     let o = mpirun()
         .args(["-np", "2", GRADUS])
         .args(TRAIN)
-        .args(EPOCHS)
+        .args(SMALL)
         .args(["--threads", "1", "--resume", path_arg(&rank0)])
         .output()
         .expect("failed to start mpirun");

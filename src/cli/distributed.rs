@@ -71,11 +71,7 @@ pub fn train(config: &RunConfig, options: &RunOptions, launch: &Launch) -> Resul
         if let Some(summary) = result? {
             let ranks = group.size();
             let groups = summary.batch_groups;
-            let through = if group.shares_memory() {
-                "shared memory"
-            } else {
-                "MPI"
-            };
+            let through = group.transports();
             match summary.matching_batch_groups {
                 Some(g) => println!(
                     "data-parallel over {ranks} ranks through {through}, each batch in {groups} \

@@ -107,9 +107,11 @@ pub trait Collective: Send + Sync {
         total[0]
     }
 
-    /// Whether ranks should split elementwise optimiser steps between them, each updating
-    /// its [`update_range`] and then sharing it, instead of each updating every parameter.
-    fn splits_updates(&self) -> bool {
+    /// Whether ranks should split elementwise optimiser steps over `bytes` bytes of
+    /// parameters between them, each updating its [`update_range`] and then sharing it,
+    /// instead of each updating every parameter.
+    fn splits_updates(&self, bytes: usize) -> bool {
+        let _ = bytes;
         true
     }
 

@@ -35,8 +35,19 @@ struct Calls {
     /// Memory shared by all ranks when they run on one machine, which carries every
     /// collective instead of MPI's own.
     node: Option<NodeMemory>,
+    /// Whether a collective has gone through MPI although the ranks share memory.
+    over_mpi: bool,
     /// Finalises MPI when dropped; declared last so that it drops after `world`.
     _universe: Universe,
+}
+
+impl Calls {
+    /// The shared memory, when the ranks have it and slots of `bytes` bytes fit in it.
+    fn node_for(&mut self, bytes: usize) -> Option<&mut NodeMemory> {
+        let fits = self.node.as_ref().is_some_and(|node| node.fits(bytes));
+        self.over_mpi |= !fits;
+        self.node.as_mut().filter(|_| fits)
+    }
 }
 
 // SAFETY: the communicator and universe are handles into the MPI library, which was
@@ -68,6 +79,7 @@ impl Mpi {
             send_f32: Vec::new(),
             send_f64: Vec::new(),
             node,
+            over_mpi: false,
             _universe: universe,
         };
         Ok(Mpi {
@@ -78,10 +90,16 @@ impl Mpi {
         })
     }
 
-    /// Whether the collectives go through memory that all ranks share, because they run on
-    /// one machine, rather than through MPI.
-    pub fn shares_memory(&self) -> bool {
-        self.calls().node.is_some()
+    /// Names the ways the collectives have gone so far: `shared memory` when all ranks run
+    /// on one machine, `MPI` otherwise, and both when some vectors were too long for the
+    /// shared window.
+    pub fn transports(&self) -> &'static str {
+        let calls = self.calls();
+        match (&calls.node, calls.over_mpi) {
+            (Some(_), false) => "shared memory",
+            (Some(_), true) => "shared memory and MPI",
+            (None, _) => "MPI",
+        }
     }
 
     fn calls(&self) -> MutexGuard<'_, Calls> {
@@ -142,7 +160,7 @@ impl Collective for Mpi {
 
     fn all_reduce_sum_f32(&self, values: &mut [f32]) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
             let _armed = self.watchdog.guard("allreduce");
             node.all_reduce_in_place(values);
             return;
@@ -158,7 +176,7 @@ impl Collective for Mpi {
 
     fn all_reduce_sum_f64(&self, values: &mut [f64]) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
             let _armed = self.watchdog.guard("allreduce");
             node.all_reduce_in_place(values);
             return;
@@ -174,7 +192,7 @@ impl Collective for Mpi {
 
     fn all_reduce_sum_f32_from(&self, send: &[f32], sum: &mut [f32]) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
             let _armed = self.watchdog.guard("allreduce");
             node.all_reduce(send, sum);
             return;
@@ -187,7 +205,7 @@ impl Collective for Mpi {
 
     fn all_reduce_sum_f64_from(&self, send: &[f64], sum: &mut [f64]) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
             let _armed = self.watchdog.guard("allreduce");
             node.all_reduce(send, sum);
             return;
@@ -200,7 +218,7 @@ impl Collective for Mpi {
 
     fn all_reduce_sum_f32_in(&self, send: &[f32], sum: &mut [f32], range: Range<usize>) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
             let _armed = self.watchdog.guard("allreduce");
             node.all_reduce_in(send, sum, range);
             return;
@@ -213,7 +231,7 @@ impl Collective for Mpi {
 
     fn all_reduce_sum_f64_in(&self, send: &[f64], sum: &mut [f64], range: Range<usize>) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
             let _armed = self.watchdog.guard("allreduce");
             node.all_reduce_in(send, sum, range);
             return;
@@ -232,7 +250,7 @@ impl Collective for Mpi {
         range: Range<usize>,
     ) -> f64 {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(sum)) {
             let _armed = self.watchdog.guard("allreduce");
             return node.all_reduce_filled(fill, sum, range);
         }
@@ -248,23 +266,21 @@ impl Collective for Mpi {
     // NOTE: ranks on several machines do not split their updates. Splitting would replace
     // the allreduce by a reduce-scatter and an all-gather of the parameters, which moves as
     // much data and halves the update's work, but it has not been measured across machines.
-    fn splits_updates(&self) -> bool {
-        self.shares_memory()
+    fn splits_updates(&self, bytes: usize) -> bool {
+        self.calls().node_for(bytes).is_some()
     }
 
     fn share_parts_f32(&self, values: &mut [f32]) {
         let mut calls = self.calls();
         let _armed = self.watchdog.guard("allgather");
-        let Calls {
-            world,
-            send_f32,
-            node,
-            ..
-        } = &mut *calls;
-        match node {
-            Some(node) => node.share_parts(values),
-            None => share_parts_over(world, send_f32, values, self.rank, self.size),
+        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
+            node.share_parts(values);
+            return;
         }
+        let Calls {
+            world, send_f32, ..
+        } = &mut *calls;
+        share_parts_over(world, send_f32, values, self.rank, self.size);
     }
 
     fn all_reduce_filled_f64(
@@ -275,7 +291,7 @@ impl Collective for Mpi {
         range: Range<usize>,
     ) -> f64 {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(sum)) {
             let _armed = self.watchdog.guard("allreduce");
             return node.all_reduce_filled(fill, sum, range);
         }
@@ -291,21 +307,19 @@ impl Collective for Mpi {
     fn share_parts_f64(&self, values: &mut [f64]) {
         let mut calls = self.calls();
         let _armed = self.watchdog.guard("allgather");
-        let Calls {
-            world,
-            send_f64,
-            node,
-            ..
-        } = &mut *calls;
-        match node {
-            Some(node) => node.share_parts(values),
-            None => share_parts_over(world, send_f64, values, self.rank, self.size),
+        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
+            node.share_parts(values);
+            return;
         }
+        let Calls {
+            world, send_f64, ..
+        } = &mut *calls;
+        share_parts_over(world, send_f64, values, self.rank, self.size);
     }
 
     fn all_gather_f32(&self, send: &[f32], all: &mut [f32]) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
             let _armed = self.watchdog.guard("allgather");
             node.all_gather(send, all);
             return;
@@ -316,7 +330,7 @@ impl Collective for Mpi {
 
     fn all_gather_f64(&self, send: &[f64], all: &mut [f64]) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
             let _armed = self.watchdog.guard("allgather");
             node.all_gather(send, all);
             return;
@@ -327,7 +341,7 @@ impl Collective for Mpi {
 
     fn broadcast_f32(&self, values: &mut [f32]) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
             let _armed = self.watchdog.guard("broadcast");
             node.broadcast(values);
             return;
@@ -338,7 +352,7 @@ impl Collective for Mpi {
 
     fn broadcast_f64(&self, values: &mut [f64]) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
             let _armed = self.watchdog.guard("broadcast");
             node.broadcast(values);
             return;
@@ -349,7 +363,7 @@ impl Collective for Mpi {
 
     fn barrier(&self) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node.as_mut() {
+        if let Some(node) = calls.node_for(0) {
             let _armed = self.watchdog.guard("barrier");
             node.barrier();
             return;

@@ -26,15 +26,20 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The environment variable that, set to `0` on any rank, makes the ranks use MPI's own
-/// collectives even on one machine.
-pub const DISABLE_VARIABLE: &str = "GRADUS_SHARED_MEMORY";
+/// The environment variable that sets the size of the shared window in MiB. Set to `0` on
+/// any rank, it makes the ranks use MPI's own collectives even on one machine.
+pub const SIZE_VARIABLE: &str = "GRADUS_SHARED_MEMORY";
+
+/// Size of the shared window unless [`SIZE_VARIABLE`] sets it. Containers often mount a
+/// 64 MiB `/dev/shm`, which Open MPI also uses for its own buffers, and a window larger than
+/// the space there fails only when its pages are first touched.
+const DEFAULT_WINDOW_MIB: u64 = 32;
 
 /// Bytes of the header per rank: one cache line holding its arrival counter and the two
 /// values of [`NodeMemory::all_reduce_filled`].
 const LINE: usize = 64;
 
-/// Smallest slot, in bytes; a larger vector grows the window to the next power of two.
+/// Smallest slot, in bytes. A longer vector grows the slots to the next multiple of it.
 const MIN_SLOT_BYTES: usize = 1 << 16;
 
 /// Spins before a waiting rank starts yielding its core, and the wait after which it sleeps
@@ -50,6 +55,8 @@ pub(super) struct NodeMemory {
     /// Start of the window, in this process's address space.
     base: *mut u8,
     slot_bytes: usize,
+    /// Largest size of the window, header included.
+    max_bytes: usize,
     rank: usize,
     size: usize,
     /// Calls made since the window was allocated; call `c` uses slot set `c % 2`.
@@ -58,14 +65,14 @@ pub(super) struct NodeMemory {
 
 impl NodeMemory {
     /// Returns the shared memory of the ranks of `world`, or `None` when they are not all on
-    /// one machine or one of them has the environment variable [`DISABLE_VARIABLE`] set to
-    /// `0`. Every rank must call this, and all get the same answer.
+    /// one machine or one of them has the environment variable [`SIZE_VARIABLE`] set to `0`.
+    /// The window takes the smallest size that a rank's variable sets. Every rank must call
+    /// this, and all get the same answer.
     pub fn new(world: &SimpleCommunicator) -> Option<NodeMemory> {
-        let refused = std::env::var(DISABLE_VARIABLE).is_ok_and(|v| v.trim() == "0");
-        let mut refusals = 0i32;
-        world.all_reduce_into(&i32::from(refused), &mut refusals, SystemOperation::sum());
+        let mut mib = 0u64;
+        world.all_reduce_into(&window_mib(), &mut mib, SystemOperation::min());
         let node = world.split_shared(world.rank());
-        if refusals > 0 || node.size() != world.size() {
+        if mib == 0 || node.size() != world.size() {
             return None;
         }
         let mut memory = NodeMemory {
@@ -75,16 +82,30 @@ impl NodeMemory {
             window: unsafe { ffi::RSMPI_WIN_NULL },
             base: std::ptr::null_mut(),
             slot_bytes: 0,
+            max_bytes: usize::try_from(mib << 20).unwrap_or(usize::MAX),
             calls: 0,
         };
         memory.allocate(MIN_SLOT_BYTES);
         Some(memory)
     }
 
-    /// Frees the window, if any, and allocates one with slots of `slot_bytes`. Collective.
+    /// Whether slots of `bytes` bytes fit in the window's largest size. Calls whose vectors do
+    /// not fit go through MPI; every rank decides alike, because all pass the same length.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.window_bytes(bytes) <= self.max_bytes
+    }
+
+    /// Bytes of a window whose slots hold `bytes` bytes, rounded up as `allocate` rounds.
+    fn window_bytes(&self, bytes: usize) -> usize {
+        let slot = bytes.max(1).next_multiple_of(MIN_SLOT_BYTES);
+        self.size * LINE + 2 * self.size * slot
+    }
+
+    /// Frees the window, if any, and allocates one with slots of `slot_bytes`, a multiple of
+    /// [`MIN_SLOT_BYTES`]. Collective.
     fn allocate(&mut self, slot_bytes: usize) {
         self.free();
-        let total = self.size * LINE + 2 * self.size * slot_bytes;
+        let total = self.window_bytes(slot_bytes);
         // Rank 0 holds the whole window, so that it is one contiguous block.
         let local = if self.rank == 0 { total } else { 0 };
         let mut mine: *mut u8 = std::ptr::null_mut();
@@ -186,9 +207,10 @@ impl NodeMemory {
 
     /// Starts the next call, whose slots hold `bytes` bytes, and returns its slot set.
     fn next_set(&mut self, bytes: usize) -> usize {
+        debug_assert!(self.fits(bytes), "{bytes} bytes do not fit the window");
         if bytes > self.slot_bytes {
             // All ranks see the same length, so all of them grow the window here.
-            self.allocate(bytes.next_power_of_two());
+            self.allocate(bytes.next_multiple_of(MIN_SLOT_BYTES));
         }
         self.calls += 1;
         (self.calls % 2) as usize
@@ -341,5 +363,23 @@ impl NodeMemory {
 impl Drop for NodeMemory {
     fn drop(&mut self) {
         self.free();
+    }
+}
+
+/// The window size in MiB that [`SIZE_VARIABLE`] sets on this rank, or the default.
+fn window_mib() -> u64 {
+    let Ok(text) = std::env::var(SIZE_VARIABLE) else {
+        return DEFAULT_WINDOW_MIB;
+    };
+    match text.trim().parse::<u64>() {
+        Ok(mib) => mib,
+        Err(_) => {
+            tracing::warn!(
+                value = text.as_str(),
+                "invalid {SIZE_VARIABLE}: expected a window size in MiB, or 0 for MPI's \
+                 collectives; using {DEFAULT_WINDOW_MIB} MiB"
+            );
+            DEFAULT_WINDOW_MIB
+        }
     }
 }

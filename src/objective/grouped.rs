@@ -441,7 +441,7 @@ impl<T: Element> Objective<T> for GroupedObjective<'_, T> {
 
     fn update_range(&self) -> Range<usize> {
         let c = self.collective;
-        if c.splits_updates() {
+        if c.splits_updates(std::mem::size_of::<T>() * self.dim) {
             update_range(self.dim, c.rank(), c.size())
         } else {
             0..self.dim

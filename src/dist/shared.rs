@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 pub const SIZE_VARIABLE: &str = "GRADUS_SHARED_MEMORY";
 
 /// Size of the shared window unless [`SIZE_VARIABLE`] sets it. Containers often mount a
-/// 64 MiB `/dev/shm`, which Open MPI also uses for its own buffers, and a window larger than
-/// the space there fails only when its pages are first touched.
+/// 64 MiB `/dev/shm`, which Open MPI also uses for its own buffers, so a larger window could
+/// fail there.
 const DEFAULT_WINDOW_MIB: u64 = 32;
 
 /// Bytes of the header per rank: one cache line holding its arrival counter and the two

@@ -267,7 +267,7 @@ impl Collective for Mpi {
     // the allreduce by a reduce-scatter and an all-gather of the parameters, which moves as
     // much data and halves the update's work, but it has not been measured across machines.
     fn splits_updates(&self, bytes: usize) -> bool {
-        self.calls().node_for(bytes).is_some()
+        self.calls().node.as_ref().is_some_and(|node| node.fits(bytes))
     }
 
     fn share_parts_f32(&self, values: &mut [f32]) {

@@ -83,12 +83,11 @@ pub trait Collective: Send + Sync {
         sum: &mut [f32],
         range: Range<usize>,
     ) -> f64 {
-        scratch.resize(sum.len(), 0.0);
-        let value = fill(scratch);
-        self.all_reduce_sum_f32_in(scratch, sum, range);
-        let mut total = [value];
-        self.all_reduce_sum_f64(&mut total);
-        total[0]
+        let reduce =
+            |send: &[f32], sum: &mut [f32], range| self.all_reduce_sum_f32_in(send, sum, range);
+        reduce_filled_by_parts(fill, scratch, sum, range, reduce, |v| {
+            self.all_reduce_sum_f64(v)
+        })
     }
 
     /// Like [`Collective::all_reduce_filled_f32`], for f64 vectors.
@@ -99,12 +98,11 @@ pub trait Collective: Send + Sync {
         sum: &mut [f64],
         range: Range<usize>,
     ) -> f64 {
-        scratch.resize(sum.len(), 0.0);
-        let value = fill(scratch);
-        self.all_reduce_sum_f64_in(scratch, sum, range);
-        let mut total = [value];
-        self.all_reduce_sum_f64(&mut total);
-        total[0]
+        let reduce =
+            |send: &[f64], sum: &mut [f64], range| self.all_reduce_sum_f64_in(send, sum, range);
+        reduce_filled_by_parts(fill, scratch, sum, range, reduce, |v| {
+            self.all_reduce_sum_f64(v)
+        })
     }
 
     /// Whether ranks should split elementwise optimiser steps over `bytes` bytes of
@@ -184,6 +182,25 @@ impl Collective for Single {
     fn broadcast_f64(&self, _values: &mut [f64]) {}
 
     fn barrier(&self) {}
+}
+
+/// Sums a vector and a value that `fill` computes on every rank with two allreduces:
+/// `fill` writes into `scratch`, `reduce` sums the vector into `sum[range]`, and
+/// `reduce_value` sums the value.
+fn reduce_filled_by_parts<T: Scalar>(
+    fill: &mut dyn FnMut(&mut [T]) -> f64,
+    scratch: &mut Vec<T>,
+    sum: &mut [T],
+    range: Range<usize>,
+    reduce: impl FnOnce(&[T], &mut [T], Range<usize>),
+    reduce_value: impl FnOnce(&mut [f64]),
+) -> f64 {
+    scratch.resize(sum.len(), T::zero());
+    let value = fill(scratch);
+    reduce(scratch, sum, range);
+    let mut total = [value];
+    reduce_value(&mut total);
+    total[0]
 }
 
 /// Shares the parts of `values` through an all-gather of equal blocks, as long as the

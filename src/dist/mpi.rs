@@ -1,7 +1,7 @@
 //! The MPI group: every rank of `MPI_COMM_WORLD`, through the `mpi` crate.
 
 use super::shared::NodeMemory;
-use super::{update_range, Collective, Watchdog};
+use super::{reduce_filled_by_parts, update_range, Collective, Watchdog};
 use crate::tensor::Scalar;
 use crate::{Error, Result};
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
@@ -149,6 +149,105 @@ fn share_parts_over<T: Scalar + Equivalence>(
     }
 }
 
+/// An element type of MPI's collectives, with the send buffer that [`Calls`] keeps for it.
+trait Buffered: Scalar + Equivalence {
+    fn buffer(calls: &mut Calls) -> &mut Vec<Self>;
+}
+
+impl Buffered for f32 {
+    fn buffer(calls: &mut Calls) -> &mut Vec<f32> {
+        &mut calls.send_f32
+    }
+}
+
+impl Buffered for f64 {
+    fn buffer(calls: &mut Calls) -> &mut Vec<f64> {
+        &mut calls.send_f64
+    }
+}
+
+/// The collectives for either element type: through the shared window when the ranks have
+/// one and the vector fits, through MPI otherwise. Every call holds the lock and arms the
+/// watchdog while it waits.
+impl Mpi {
+    fn reduce_in_place<T: Buffered>(&self, values: &mut [T]) {
+        let mut calls = self.calls();
+        let _armed = self.watchdog.guard("allreduce");
+        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
+            node.all_reduce_in_place(values);
+            return;
+        }
+        // `MPI_Allreduce` here reads and writes separate buffers.
+        let mut send = std::mem::take(T::buffer(&mut calls));
+        send.clear();
+        send.extend_from_slice(values);
+        calls
+            .world
+            .all_reduce_into(&send[..], values, SystemOperation::sum());
+        *T::buffer(&mut calls) = send;
+    }
+
+    fn reduce_into<T: Buffered>(&self, send: &[T], sum: &mut [T], range: Range<usize>) {
+        let mut calls = self.calls();
+        let _armed = self.watchdog.guard("allreduce");
+        match calls.node_for(std::mem::size_of_val(send)) {
+            Some(node) => node.all_reduce_in(send, sum, range),
+            None => calls
+                .world
+                .all_reduce_into(send, sum, SystemOperation::sum()),
+        }
+    }
+
+    fn reduce_filled<T: Buffered>(
+        &self,
+        fill: &mut dyn FnMut(&mut [T]) -> f64,
+        scratch: &mut Vec<T>,
+        sum: &mut [T],
+        range: Range<usize>,
+    ) -> f64 {
+        let mut calls = self.calls();
+        if let Some(node) = calls.node_for(std::mem::size_of_val(sum)) {
+            let _armed = self.watchdog.guard("allreduce");
+            return node.all_reduce_filled(fill, sum, range);
+        }
+        drop(calls);
+        let reduce = |send: &[T], sum: &mut [T], range| self.reduce_into(send, sum, range);
+        reduce_filled_by_parts(fill, scratch, sum, range, reduce, |v| {
+            self.reduce_in_place(v)
+        })
+    }
+
+    fn share<T: Buffered>(&self, values: &mut [T]) {
+        let mut calls = self.calls();
+        let _armed = self.watchdog.guard("allgather");
+        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
+            node.share_parts(values);
+            return;
+        }
+        let mut buffer = std::mem::take(T::buffer(&mut calls));
+        share_parts_over(&calls.world, &mut buffer, values, self.rank, self.size);
+        *T::buffer(&mut calls) = buffer;
+    }
+
+    fn gather<T: Buffered>(&self, send: &[T], all: &mut [T]) {
+        let mut calls = self.calls();
+        let _armed = self.watchdog.guard("allgather");
+        match calls.node_for(std::mem::size_of_val(send)) {
+            Some(node) => node.all_gather(send, all),
+            None => calls.world.all_gather_into(send, all),
+        }
+    }
+
+    fn broadcast<T: Buffered>(&self, values: &mut [T]) {
+        let mut calls = self.calls();
+        let _armed = self.watchdog.guard("broadcast");
+        match calls.node_for(std::mem::size_of_val(values)) {
+            Some(node) => node.broadcast(values),
+            None => calls.world.process_at_rank(0).broadcast_into(values),
+        }
+    }
+}
+
 impl Collective for Mpi {
     fn rank(&self) -> usize {
         self.rank
@@ -159,87 +258,27 @@ impl Collective for Mpi {
     }
 
     fn all_reduce_sum_f32(&self, values: &mut [f32]) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
-            let _armed = self.watchdog.guard("allreduce");
-            node.all_reduce_in_place(values);
-            return;
-        }
-        let Calls {
-            world, send_f32, ..
-        } = &mut *calls;
-        send_f32.clear();
-        send_f32.extend_from_slice(values);
-        let _armed = self.watchdog.guard("allreduce");
-        world.all_reduce_into(&send_f32[..], values, SystemOperation::sum());
+        self.reduce_in_place(values);
     }
 
     fn all_reduce_sum_f64(&self, values: &mut [f64]) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
-            let _armed = self.watchdog.guard("allreduce");
-            node.all_reduce_in_place(values);
-            return;
-        }
-        let Calls {
-            world, send_f64, ..
-        } = &mut *calls;
-        send_f64.clear();
-        send_f64.extend_from_slice(values);
-        let _armed = self.watchdog.guard("allreduce");
-        world.all_reduce_into(&send_f64[..], values, SystemOperation::sum());
+        self.reduce_in_place(values);
     }
 
     fn all_reduce_sum_f32_from(&self, send: &[f32], sum: &mut [f32]) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
-            let _armed = self.watchdog.guard("allreduce");
-            node.all_reduce(send, sum);
-            return;
-        }
-        let _armed = self.watchdog.guard("allreduce");
-        calls
-            .world
-            .all_reduce_into(send, sum, SystemOperation::sum());
+        self.reduce_into(send, sum, 0..send.len());
     }
 
     fn all_reduce_sum_f64_from(&self, send: &[f64], sum: &mut [f64]) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
-            let _armed = self.watchdog.guard("allreduce");
-            node.all_reduce(send, sum);
-            return;
-        }
-        let _armed = self.watchdog.guard("allreduce");
-        calls
-            .world
-            .all_reduce_into(send, sum, SystemOperation::sum());
+        self.reduce_into(send, sum, 0..send.len());
     }
 
     fn all_reduce_sum_f32_in(&self, send: &[f32], sum: &mut [f32], range: Range<usize>) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
-            let _armed = self.watchdog.guard("allreduce");
-            node.all_reduce_in(send, sum, range);
-            return;
-        }
-        let _armed = self.watchdog.guard("allreduce");
-        calls
-            .world
-            .all_reduce_into(send, sum, SystemOperation::sum());
+        self.reduce_into(send, sum, range);
     }
 
     fn all_reduce_sum_f64_in(&self, send: &[f64], sum: &mut [f64], range: Range<usize>) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
-            let _armed = self.watchdog.guard("allreduce");
-            node.all_reduce_in(send, sum, range);
-            return;
-        }
-        let _armed = self.watchdog.guard("allreduce");
-        calls
-            .world
-            .all_reduce_into(send, sum, SystemOperation::sum());
+        self.reduce_into(send, sum, range);
     }
 
     fn all_reduce_filled_f32(
@@ -249,38 +288,7 @@ impl Collective for Mpi {
         sum: &mut [f32],
         range: Range<usize>,
     ) -> f64 {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(sum)) {
-            let _armed = self.watchdog.guard("allreduce");
-            return node.all_reduce_filled(fill, sum, range);
-        }
-        drop(calls);
-        scratch.resize(sum.len(), 0.0);
-        let value = fill(scratch);
-        self.all_reduce_sum_f32_in(scratch, sum, range);
-        let mut total = [value];
-        self.all_reduce_sum_f64(&mut total);
-        total[0]
-    }
-
-    // NOTE: ranks on several machines do not split their updates. Splitting would replace
-    // the allreduce by a reduce-scatter and an all-gather of the parameters, which moves as
-    // much data and halves the update's work, but it has not been measured across machines.
-    fn splits_updates(&self, bytes: usize) -> bool {
-        self.calls().node.as_ref().is_some_and(|node| node.fits(bytes))
-    }
-
-    fn share_parts_f32(&self, values: &mut [f32]) {
-        let mut calls = self.calls();
-        let _armed = self.watchdog.guard("allgather");
-        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
-            node.share_parts(values);
-            return;
-        }
-        let Calls {
-            world, send_f32, ..
-        } = &mut *calls;
-        share_parts_over(world, send_f32, values, self.rank, self.size);
+        self.reduce_filled(fill, scratch, sum, range)
     }
 
     fn all_reduce_filled_f64(
@@ -290,85 +298,49 @@ impl Collective for Mpi {
         sum: &mut [f64],
         range: Range<usize>,
     ) -> f64 {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(sum)) {
-            let _armed = self.watchdog.guard("allreduce");
-            return node.all_reduce_filled(fill, sum, range);
-        }
-        drop(calls);
-        scratch.resize(sum.len(), 0.0);
-        let value = fill(scratch);
-        self.all_reduce_sum_f64_in(scratch, sum, range);
-        let mut total = [value];
-        self.all_reduce_sum_f64(&mut total);
-        total[0]
+        self.reduce_filled(fill, scratch, sum, range)
+    }
+
+    // NOTE: ranks on several machines do not split their updates. Splitting would replace
+    // the allreduce by a reduce-scatter and an all-gather of the parameters, which moves as
+    // much data and halves the update's work, but it has not been measured across machines.
+    fn splits_updates(&self, bytes: usize) -> bool {
+        self.calls()
+            .node
+            .as_ref()
+            .is_some_and(|node| node.fits(bytes))
+    }
+
+    fn share_parts_f32(&self, values: &mut [f32]) {
+        self.share(values);
     }
 
     fn share_parts_f64(&self, values: &mut [f64]) {
-        let mut calls = self.calls();
-        let _armed = self.watchdog.guard("allgather");
-        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
-            node.share_parts(values);
-            return;
-        }
-        let Calls {
-            world, send_f64, ..
-        } = &mut *calls;
-        share_parts_over(world, send_f64, values, self.rank, self.size);
+        self.share(values);
     }
 
     fn all_gather_f32(&self, send: &[f32], all: &mut [f32]) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
-            let _armed = self.watchdog.guard("allgather");
-            node.all_gather(send, all);
-            return;
-        }
-        let _armed = self.watchdog.guard("allgather");
-        calls.world.all_gather_into(send, all);
+        self.gather(send, all);
     }
 
     fn all_gather_f64(&self, send: &[f64], all: &mut [f64]) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(send)) {
-            let _armed = self.watchdog.guard("allgather");
-            node.all_gather(send, all);
-            return;
-        }
-        let _armed = self.watchdog.guard("allgather");
-        calls.world.all_gather_into(send, all);
+        self.gather(send, all);
     }
 
     fn broadcast_f32(&self, values: &mut [f32]) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
-            let _armed = self.watchdog.guard("broadcast");
-            node.broadcast(values);
-            return;
-        }
-        let _armed = self.watchdog.guard("broadcast");
-        calls.world.process_at_rank(0).broadcast_into(values);
+        self.broadcast(values);
     }
 
     fn broadcast_f64(&self, values: &mut [f64]) {
-        let mut calls = self.calls();
-        if let Some(node) = calls.node_for(std::mem::size_of_val(values)) {
-            let _armed = self.watchdog.guard("broadcast");
-            node.broadcast(values);
-            return;
-        }
-        let _armed = self.watchdog.guard("broadcast");
-        calls.world.process_at_rank(0).broadcast_into(values);
+        self.broadcast(values);
     }
 
     fn barrier(&self) {
         let mut calls = self.calls();
-        if let Some(node) = calls.node_for(0) {
-            let _armed = self.watchdog.guard("barrier");
-            node.barrier();
-            return;
-        }
         let _armed = self.watchdog.guard("barrier");
-        calls.world.barrier();
+        match calls.node_for(0) {
+            Some(node) => node.barrier(),
+            None => calls.world.barrier(),
+        }
     }
 }

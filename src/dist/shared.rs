@@ -254,15 +254,9 @@ impl NodeMemory {
         unsafe { std::slice::from_raw_parts(self.slot_ptr(set, r).cast::<T>(), len) }
     }
 
-    /// Writes the element-wise sum of `send` over the ranks into `sum`, added in rank order,
-    /// which every rank does alike.
-    pub fn all_reduce<T: Scalar>(&mut self, send: &[T], sum: &mut [T]) {
-        let set = self.publish(send, send.len());
-        self.add_slots(set, 0..send.len(), sum);
-    }
-
-    /// Writes into `sum[range]` the element-wise sum of `send[range]` over the ranks. Every
-    /// rank publishes its whole vector, but adds only its range.
+    /// Writes into `sum[range]` the element-wise sum of `send[range]` over the ranks, added
+    /// in rank order, which every rank does alike. Every rank publishes its whole vector, but
+    /// adds only `range`.
     pub fn all_reduce_in<T: Scalar>(&mut self, send: &[T], sum: &mut [T], range: Range<usize>) {
         let set = self.publish(send, send.len());
         self.add_slots(set, range, sum);

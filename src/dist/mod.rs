@@ -470,6 +470,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn update_ranges_cover_in_aligned_blocks() {
+        for n in [0, 1, 63, 64, 65, 1000, 235_146] {
+            for size in 1..=5 {
+                let parts: Vec<_> = (0..size).map(|r| update_range(n, r, size)).collect();
+                assert_eq!(parts[0].start, 0, "n {n}, size {size}");
+                assert_eq!(parts[size - 1].end, n, "n {n}, size {size}");
+                for pair in parts.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start, "n {n}, size {size}");
+                }
+                // Empty parts start at n.
+                for part in parts.iter().filter(|p| !p.is_empty()) {
+                    assert_eq!(part.start % 64, 0, "n {n}, size {size}: {part:?}");
+                }
+                let longest = parts.iter().map(|p| p.len()).max().unwrap();
+                assert!(longest <= n.div_ceil(size) + 63, "n {n}, size {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn parts_shared_by_gather_reach_every_rank() {
+        for size in [2, 3, 4] {
+            let n = 200;
+            let results = run_group(size, |g| {
+                // Each rank knows only its own part; the rest is its rank number.
+                let mine = update_range(n, g.rank(), size);
+                let mut values: Vec<f64> = (0..n)
+                    .map(|i| {
+                        if mine.contains(&i) {
+                            i as f64
+                        } else {
+                            -(g.rank() as f64)
+                        }
+                    })
+                    .collect();
+                g.share_parts_f64(&mut values);
+                values
+            });
+            let expected: Vec<f64> = (0..n).map(|i| i as f64).collect();
+            for values in results {
+                assert_eq!(values, expected, "{size} ranks");
+            }
+        }
+    }
+
     /// The ranges of the subtrees of the tree over `lo..hi`.
     fn subtrees(lo: usize, hi: usize, found: &mut Vec<(usize, usize)>) {
         found.push((lo, hi));

@@ -818,6 +818,39 @@ fn deterministic_resume_rejects_changes() {
     );
 }
 
+#[test]
+fn deterministic_resume_accepts_relative_data_path() {
+    // The run folder's config stores the absolute path; giving the launch command's relative
+    // path again on resume names the same data.
+    let dir = temp();
+    let out = out_arg(dir.path(), "run");
+    let path = out.to_str().unwrap();
+    let data = "csv:../shared/data/iris/iris.csv";
+    let first = [
+        "train",
+        "--data",
+        data,
+        "--layers",
+        "4",
+        "--epochs",
+        "1",
+        "--deterministic",
+    ];
+    let mut args = first.to_vec();
+    args.extend(["--out", path]);
+    assert_ok(&gradus(&args));
+    for data in [data, "csv:../shared/data/iris/../iris/iris.csv"] {
+        let resumed = gradus(&["train", "--resume", path, "--data", data, "--epochs", "2"]);
+        assert_ok(&resumed);
+    }
+    assert_bad_input(
+        &gradus(&[
+            "train", "--resume", path, "--data", "digits", "--epochs", "3",
+        ]),
+        "changes the data",
+    );
+}
+
 /// Returns 300 samples `(label, x, y)` of three well-separated clusters labelled cat, dog
 /// and horse.
 fn animal_rows() -> Vec<(&'static str, f64, f64)> {

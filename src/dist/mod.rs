@@ -410,11 +410,8 @@ pub fn all_reduce_tree_in<T: Element>(
         return;
     }
     if size == 2 || !fixed_order {
-        if range == (0..send.len()) {
-            T::all_reduce_sum_from(group, send, sum);
-        } else {
-            T::all_reduce_sum_in(group, send, sum, range);
-        }
+        // One call whatever the range, because ranges differ between ranks.
+        T::all_reduce_sum_in(group, send, sum, range);
         return;
     }
     let n = send.len();

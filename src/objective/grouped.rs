@@ -439,18 +439,15 @@ impl<T: Element> Objective<T> for GroupedObjective<'_, T> {
         self.sum_groups(grad, &|part, out| part.gradient(theta, out))
     }
 
-    fn update_range(&self) -> Range<usize> {
+    fn update_range(&self) -> Option<Range<usize>> {
         let c = self.collective;
-        if c.splits_updates(std::mem::size_of::<T>() * self.dim) {
-            update_range(self.dim, c.rank(), c.size())
-        } else {
-            0..self.dim
-        }
+        let splits = c.size() > 1 && c.splits_updates(std::mem::size_of::<T>() * self.dim);
+        splits.then(|| update_range(self.dim, c.rank(), c.size()))
     }
 
     fn gradient_in_range(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
         self.counter.add_gradient();
-        let range = self.update_range();
+        let range = self.update_range().unwrap_or(0..self.dim);
         self.sum_groups_in(grad, range, &|part, out| part.gradient(theta, out))
     }
 

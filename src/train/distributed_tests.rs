@@ -127,6 +127,17 @@ fn rmsprop_with_weight_decay_on_three_ranks() {
 }
 
 #[test]
+fn adam_with_fewer_parameters_than_a_block() {
+    // Iris with one hidden unit has 4 + 1 + 3 + 3 = 11 parameters, fewer than one 64-value
+    // block: rank 0 updates all of them and the others none, but all must split alike.
+    for ranks in [2, 3] {
+        let mut config = digits_config("adam", &[1], 2);
+        config.data.source = "iris".into();
+        check_matches_single(&config, ranks);
+    }
+}
+
+#[test]
 fn sgd_on_three_ranks_uneven_shards() {
     let mut config = digits_config("sgd", &[32], 3);
     // 50 samples split 16, 17, 17, and a short last batch.

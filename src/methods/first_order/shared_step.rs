@@ -77,12 +77,13 @@ impl<T: Scalar, const N: usize> SharedStep<T, N> {
         // Processes that split the update each update their range of the parameters, from
         // their range of the gradient. Norm clipping needs the whole gradient's norm, which
         // they could only add up in another order than one process does, so it does not split.
-        let whole = 0..dim;
-        let range = match objective.update_range() {
-            range if self.clip.max_norm.is_none() => range,
-            _ => whole.clone(),
-        };
-        let split = range != whole;
+        // Every process must take the same branch, even one whose range is empty or whole,
+        // because the calls in the split branch are collectives.
+        let split_range = objective
+            .update_range()
+            .filter(|_| self.clip.max_norm.is_none());
+        let split = split_range.is_some();
+        let range = split_range.unwrap_or(0..dim);
         let (loss, norm) = if split {
             let loss = objective.gradient_in_range(params, &mut self.grad);
             let part = &mut self.grad[range.clone()];

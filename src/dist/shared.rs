@@ -23,8 +23,8 @@ use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::ffi::c_void;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The environment variable that sets the size of the shared window in MiB. Set to `0` on
 /// any rank, it makes the ranks use MPI's own collectives even on one machine.
@@ -36,17 +36,20 @@ pub const SIZE_VARIABLE: &str = "GRADUS_SHARED_MEMORY";
 const DEFAULT_WINDOW_MIB: u64 = 32;
 
 /// Bytes of the header per rank: one cache line holding its arrival counter and the two
-/// values of [`NodeMemory::all_reduce_filled`].
+/// values of [`NodeMemory::all_reduce_filled`]. Rank 0's line also holds the generation
+/// word and the sleeper count that waiting ranks use.
 const LINE: usize = 64;
 
 /// Smallest slot, in bytes. A longer vector grows the slots to the next multiple of it.
 const MIN_SLOT_BYTES: usize = 1 << 16;
 
-/// Spins before a waiting rank starts yielding its core, and the wait after which it sleeps
-/// between looks, so that a rank waiting for a long evaluation does not hold a core.
+/// Spins before a waiting rank sleeps until another rank arrives, when every rank has a core
+/// of its own. With more ranks than cores a waiting rank sleeps at once, because its spinning
+/// would take the core from the rank it waits for.
 const SPINS: u32 = 4096;
-const YIELD_FOR: Duration = Duration::from_millis(20);
-const NAP: Duration = Duration::from_micros(100);
+
+/// Longest sleep between looks at the counters, in case a wake-up is missed.
+const SLEEP: Duration = Duration::from_millis(10);
 
 /// The shared window of the ranks of one machine.
 pub(super) struct NodeMemory {
@@ -61,6 +64,8 @@ pub(super) struct NodeMemory {
     size: usize,
     /// Calls made since the window was allocated; call `c` uses slot set `c % 2`.
     calls: u64,
+    /// Spins before sleeping: [`SPINS`], or 0 with more ranks than cores.
+    spins: u32,
 }
 
 impl NodeMemory {
@@ -82,9 +87,18 @@ impl NodeMemory {
             window: unsafe { ffi::RSMPI_WIN_NULL },
             base: std::ptr::null_mut(),
             slot_bytes: 0,
-            max_bytes: usize::try_from(mib << 20).unwrap_or(usize::MAX),
+            max_bytes: mib
+                .checked_mul(1 << 20)
+                .and_then(|bytes| usize::try_from(bytes).ok())
+                .unwrap_or(usize::MAX),
             calls: 0,
+            spins: SPINS,
         };
+        // SAFETY: sysconf has no preconditions; it returns -1 when it cannot tell.
+        let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        if cores > 0 && memory.size > cores as usize {
+            memory.spins = 0;
+        }
         memory.allocate(MIN_SLOT_BYTES);
         Some(memory)
     }
@@ -142,6 +156,8 @@ impl NodeMemory {
             for r in 0..self.size {
                 self.arrival(r).store(0, Ordering::Relaxed);
             }
+            self.generation().store(0, Ordering::Relaxed);
+            self.sleepers().store(0, Ordering::Relaxed);
         }
         // SAFETY: as above; no rank reads a counter before rank 0 has cleared them.
         unsafe {
@@ -219,30 +235,51 @@ impl NodeMemory {
     /// Says that this rank has written its slot of the current call, and waits until every
     /// rank has.
     fn arrive(&self) {
-        self.arrival(self.rank).store(self.calls, Ordering::Release);
+        self.arrival(self.rank).store(self.calls, Ordering::SeqCst);
+        // A rank about to sleep reads the generation before it looks at the counters, so it
+        // either sees this arrival or finds the generation changed and does not sleep.
+        self.generation().fetch_add(1, Ordering::SeqCst);
+        if self.sleepers().load(Ordering::SeqCst) > 0 {
+            futex::wake_all(self.generation());
+        }
         for r in 0..self.size {
             self.wait_for(r);
         }
     }
 
-    /// Waits until rank `r` has arrived at the current call.
+    /// Waits until rank `r` has arrived at the current call: spins a while, then sleeps on
+    /// the generation word until an arrival changes it.
     fn wait_for(&self, r: usize) {
         let counter = self.arrival(r);
-        let mut spins = 0u32;
-        let mut since: Option<Instant> = None;
-        while counter.load(Ordering::Acquire) < self.calls {
-            if spins < SPINS {
-                spins += 1;
-                std::hint::spin_loop();
-                continue;
+        for _ in 0..self.spins {
+            if counter.load(Ordering::Acquire) >= self.calls {
+                return;
             }
-            let started = *since.get_or_insert_with(Instant::now);
-            if started.elapsed() < YIELD_FOR {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(NAP);
-            }
+            std::hint::spin_loop();
         }
+        loop {
+            let generation = self.generation().load(Ordering::SeqCst);
+            self.sleepers().fetch_add(1, Ordering::SeqCst);
+            if counter.load(Ordering::SeqCst) >= self.calls {
+                self.sleepers().fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            futex::wait(self.generation(), generation, SLEEP);
+            self.sleepers().fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The word that every arrival increments and sleeping ranks wait on, in rank 0's line.
+    fn generation(&self) -> &AtomicU32 {
+        // SAFETY: as for `arrival`; the word sits at byte 24 of rank 0's line, after the
+        // counter and the two values.
+        unsafe { &*self.base.add(24).cast::<AtomicU32>() }
+    }
+
+    /// The number of ranks sleeping on [`NodeMemory::generation`], in rank 0's line.
+    fn sleepers(&self) -> &AtomicU32 {
+        // SAFETY: as for `generation`, at byte 28.
+        unsafe { &*self.base.add(28).cast::<AtomicU32>() }
     }
 
     /// Rank `r`'s `len` values in slot set `set`.
@@ -376,4 +413,53 @@ fn window_mib() -> u64 {
             DEFAULT_WINDOW_MIB
         }
     }
+}
+
+/// Sleeping on a word of shared memory until another process changes it: a futex on Linux,
+/// short sleeps elsewhere.
+mod futex {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    /// Sleeps while `word` holds `expected`, for at most `limit`.
+    #[cfg(target_os = "linux")]
+    pub fn wait(word: &AtomicU32, expected: u32, limit: Duration) {
+        let timeout = libc::timespec {
+            tv_sec: limit.as_secs() as libc::time_t,
+            tv_nsec: limit.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `word` is a live, aligned 32-bit word in memory that all ranks map, and
+        // FUTEX_WAIT without the private flag works across processes. It returns at once
+        // when the word no longer holds `expected`; errors and early returns only make the
+        // caller look at the counters again.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                &timeout as *const libc::timespec,
+            );
+        }
+    }
+
+    /// Wakes every process sleeping on `word`.
+    #[cfg(target_os = "linux")]
+    pub fn wake_all(word: &AtomicU32) {
+        // SAFETY: as for `wait`.
+        unsafe {
+            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn wait(word: &AtomicU32, expected: u32, limit: Duration) {
+        use std::sync::atomic::Ordering;
+        if word.load(Ordering::SeqCst) == expected {
+            std::thread::sleep(limit.min(Duration::from_micros(50)));
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn wake_all(_word: &AtomicU32) {}
 }

@@ -246,7 +246,7 @@ fn build_config(args: TrainArgs) -> Result<(RunConfig, RunOptions)> {
             let mut config = read_config(&dir.join("config.toml"))?;
             let before = config.clone();
             apply_overrides(&mut config, args.run)?;
-            // The folder's config holds the absolute path, so a relative `--data` naming
+            // The folder's config stores the absolute path, so a relative `--data` naming
             // the same files must compare equal to it.
             absolute_data_path(&mut config);
             check_resume_changes(&before, &config)?;

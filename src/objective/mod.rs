@@ -119,8 +119,8 @@ pub trait Objective<T: Scalar> {
 
     /// Returns the range of parameters whose update this process makes when the processes
     /// behind the objective split an elementwise optimiser step between them, and `None`
-    /// when they do not. Every process returns `Some` or every one returns `None`, but a range may be empty
-    /// or whole. A method that splits its step must then call
+    /// when they do not. Every process returns `Some` or every one returns `None`, but a
+    /// range may be empty or whole. A method that splits its step must then call
     /// [`Objective::gradient_in_range`], [`Objective::sum_over_ranges`] and
     /// [`Objective::share_updates`] on every process, because each is a collective.
     fn update_range(&self) -> Option<Range<usize>> {

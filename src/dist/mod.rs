@@ -267,9 +267,6 @@ pub trait Element: Scalar {
         range: Range<usize>,
     ) -> f64;
 
-    /// Writes the element-wise sum of `send` over all ranks of `group` into `sum`.
-    fn all_reduce_sum_from(group: &dyn Collective, send: &[Self], sum: &mut [Self]);
-
     /// Writes every rank's `send` into `all`, in rank order.
     fn all_gather(group: &dyn Collective, send: &[Self], all: &mut [Self]);
 
@@ -303,10 +300,6 @@ impl Element for f32 {
         range: Range<usize>,
     ) -> f64 {
         group.all_reduce_filled_f32(fill, scratch, sum, range)
-    }
-
-    fn all_reduce_sum_from(group: &dyn Collective, send: &[f32], sum: &mut [f32]) {
-        group.all_reduce_sum_f32_from(send, sum);
     }
 
     fn all_gather(group: &dyn Collective, send: &[f32], all: &mut [f32]) {
@@ -344,10 +337,6 @@ impl Element for f64 {
         range: Range<usize>,
     ) -> f64 {
         group.all_reduce_filled_f64(fill, scratch, sum, range)
-    }
-
-    fn all_reduce_sum_from(group: &dyn Collective, send: &[f64], sum: &mut [f64]) {
-        group.all_reduce_sum_f64_from(send, sum);
     }
 
     fn all_gather(group: &dyn Collective, send: &[f64], all: &mut [f64]) {

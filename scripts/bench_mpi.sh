@@ -6,9 +6,9 @@
 # Throughput is training samples per second of step time (summary.json's
 # samples_per_second), so data loading and evaluation do not count. The two runs alternate
 # REPEATS times, and the table shows the fastest run of each, which is the least disturbed
-# by other load on the machine. The median of the ratios of the runs made one after the
-# other follows, because the speed of a shared virtual machine can change by a factor of
-# two for minutes at a time.
+# by other load on the machine. The median ratio of the runs made one after the other
+# follows. It is the steadier figure, because the speed of a shared virtual machine can
+# change by a factor of two for minutes at a time.
 #
 # Usage: scripts/bench_mpi.sh [METHOD] [EPOCHS] [REPEATS] [BATCH]   (defaults: adam, 3, 3, 32)
 # Needs mpirun (Debian: openmpi-bin, libopenmpi-dev) and libclang-dev for the build.

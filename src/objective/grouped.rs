@@ -327,7 +327,8 @@ impl<'a, T: Element> GroupedObjective<'a, T> {
         }
         let fixed_order = self.layout.fixed_order();
         if with_vector && (ranks == 2 || !fixed_order) {
-            // Sums in any order: the groups' share goes straight to the collective.
+            // Two ranks, or sums without a fixed order, need no tree across the ranks, so the
+            // groups write their share straight into the collective's buffer.
             let parts = &mut self.parts;
             let mut fill = |share: &mut [T]| tree_sum(parts, share, rest, threads, compute);
             return T::all_reduce_filled(self.collective, &mut fill, &mut scratch.part, out, range);

@@ -46,7 +46,7 @@ pub(super) fn sum_count(group: &dyn Collective, count: u64) -> u64 {
     total[0] as u64
 }
 
-/// Puts together the method state of ranks that split their optimiser steps
+/// Gathers the method state of ranks that split their optimiser steps
 /// ([`crate::objective::Objective::update_range`]). Each state vector as long as the `dim`
 /// parameters is right on a rank only in its update range, so every rank contributes that
 /// range. A method that does not split keeps equal vectors on every rank, which this leaves

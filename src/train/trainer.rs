@@ -736,8 +736,8 @@ impl<'c> Run<'c> {
     }
 
     /// Returns the method's state as a checkpoint stores it. Every rank must call it, because
-    /// ranks that split their updates put together the state vectors that each keeps only in
-    /// its part.
+    /// ranks that split their updates gather the state vectors that each keeps only in its
+    /// part.
     fn method_state(&self) -> MethodState {
         gather_method_state(self.group, self.method.save_state(), self.params.len())
     }

@@ -74,11 +74,11 @@ impl<T: Scalar, const N: usize> SharedStep<T, N> {
         self.grad.resize(dim, T::zero());
         self.state.prepare(dim)?;
 
-        // Processes that split the update each update their range of the parameters, from
-        // their range of the gradient. Norm clipping needs the whole gradient's norm, which
-        // they could only add up in another order than one process does, so it does not split.
-        // Every process must take the same branch, even one whose range is empty or whole,
-        // because the calls in the split branch are collectives.
+        // Processes that split the update each update their range of the parameters from
+        // their range of the gradient. Norm clipping does not split, because the norm added
+        // up from the ranges would differ in the last bits from one process's. Every process
+        // takes the same branch, even with an empty or whole range, because its calls are
+        // collectives.
         let split_range = objective
             .update_range()
             .filter(|_| self.clip.max_norm.is_none());
